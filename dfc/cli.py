@@ -1,0 +1,229 @@
+"""The `dfc` command line (Typer): run, check, fmt, presets.
+
+Every error a user can cause is a `DfcError`: printed as one paragraph with its place, exit
+code 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dfc.errors import ConfigError, DfcError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="dfc: compile, run, check and benchmark points of the DiffFlow spectrum.")
+out_console = Console()
+err_console = Console(stderr=True)
+
+SPEC_ARG = typer.Argument(..., help="A .dfs or .yaml spec file, or a preset name (e.g. ve_sde).")
+SET_OPT = typer.Option(None, "--set", help="Override a param: --set kappa=0.5 (repeatable).")
+
+
+def _pairs(items: list[str] | None, option: str) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"{option} {item!r} is not NAME=VALUE.", None, f"Write e.g. {option} kappa=0.5.")
+        k, v = item.split("=", 1)
+        if not k.strip() or not v.strip():
+            raise ConfigError(f"{option} {item!r} is not NAME=VALUE.", None, f"Write e.g. {option} kappa=0.5.")
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _guard(fn):
+    """Run a command body; turn a DfcError into its message and exit code 2."""
+    try:
+        return fn()
+    except DfcError as exc:
+        err_console.print(exc.render(), markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        err_console.print("interrupted; files already written are complete, nothing was half-written.")
+        raise typer.Exit(130) from None
+
+
+@app.command()
+def run(
+    spec: str = SPEC_ARG,
+    set_: Optional[List[str]] = SET_OPT,
+    target: Optional[str] = typer.Option(None, help="ring8, grid25, checkerboard, gaussian(...), gmm(...), or FILE.npy"),
+    fields: Optional[str] = typer.Option(None, help="exact, or exact + kde | gauss | closed (population estimate of s_p)"),
+    steps: Optional[int] = typer.Option(None, help="Number of time steps."),
+    solver: Optional[str] = typer.Option(None, help="euler | heun (native); euler | milstein | srk (torchsde)"),
+    backend: Optional[str] = typer.Option(None, help="native | torchsde"),
+    grid: Optional[str] = typer.Option(None, help="uniform | karras(rho = 7)"),
+    clock: Optional[str] = typer.Option(None, help="t | sigma | sigma2 | logsigma (MATH §9)"),
+    samples: Optional[int] = typer.Option(None, help="Number of particles."),
+    seed: Optional[int] = typer.Option(None, help="Random seed (same seed, same samples)."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1, ..."),
+    denoise: Optional[bool] = typer.Option(None, "--denoise/--no-denoise", help="Finish with Tweedie's denoising step."),
+    run_: Optional[List[str]] = typer.Option(None, "--run", help="Any other run entry: --run time=[0,0.5]"),
+    out: Path = typer.Option(None, help="Output folder (default runs/SPEC_NAME)."),
+):
+    """Sample a spec against its target; write samples.npy, metrics.json and samples.png."""
+
+    def body():
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from dfc.sample import build, run as run_spec, write_outputs
+
+        overrides = _pairs(run_, "--run")
+        for key, value in (("target", target), ("fields", fields), ("steps", steps), ("solver", solver),
+                           ("backend", backend), ("grid", grid), ("clock", clock), ("samples", samples),
+                           ("seed", seed), ("device", device)):
+            if value is not None:
+                overrides[key] = str(value)
+        if denoise is not None:
+            overrides["denoise"] = "true" if denoise else "false"
+        compiled = build(spec, _pairs(set_, "--set"), overrides)
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err_console, transient=True) as bar:
+            task = bar.add_task(f"sampling {compiled.name}", total=compiled.run.steps)
+            result = run_spec(compiled, progress=lambda i: bar.update(task, completed=i))
+        folder = out if out is not None else Path("runs") / compiled.name
+        paths = write_outputs(result, folder)
+        _summary(result, paths)
+
+    _guard(body)
+
+
+def _summary(result, paths) -> None:
+    m = result.metrics
+    table = Table(title=f"dfc run {result.spec.name}", show_header=True, header_style="bold")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    cfg = m["run"]
+    table.add_row("target", str(cfg["target"]))
+    table.add_row("fields", str(cfg["fields"]))
+    table.add_row("solver / clock / grid", f"{cfg['solver']} ({cfg['backend']}) / {cfg['clock']} / {cfg['grid']}")
+    table.add_row("samples × dim", f"{m['samples']} × {m['dim']}")
+    table.add_row("steps / NFE", f"{m['steps']} / {m['nfe']}")
+    table.add_row("wall time", f"{m['wall_s']:.3f} s")
+    table.add_row("sliced W2 (floor)", f"{m['sliced_w2']:.4f} ({m['floor']:.4f})")
+    table.add_row("MMD (floor)", f"{m['mmd']:.4f} ({m['mmd_floor']:.4f})")
+    out_console.print(table)
+    for name, p in paths.items():
+        out_console.print(f"  {name}: {p}", highlight=False)
+
+
+@app.command()
+def check(
+    specs: List[str] = typer.Argument(..., help="One spec to explain, or two to compare marginal classes."),
+    set_: Optional[List[str]] = SET_OPT,
+    latex: bool = typer.Option(True, "--latex/--no-latex", help="Print the LaTeX of the SDE."),
+):
+    """Explain a spec (decomposition, marginal class, tracking, LaTeX); reject an ill-posed one."""
+
+    def body():
+        from dfc.explain import report, same_marginal_class
+        from dfc.sample import build
+
+        if len(specs) > 2:
+            raise ConfigError("dfc check takes one spec, or two to compare.")
+        sets = _pairs(set_, "--set")
+        compiled = [build(s, sets if i == 0 else {}) for i, s in enumerate(specs)]
+        for c in compiled:
+            _print_report(report(c), latex)
+        if len(compiled) == 2:
+            same, reasons = same_marginal_class(*compiled)
+            a, b = compiled[0].name, compiled[1].name
+            if same:
+                out_console.print(f"[green]{a} and {b} share a marginal class[/green] (f, β, λ², σ, u, p_0 agree): "
+                                  "they have the same marginals p_t for every t (MATH §3).")
+            else:
+                out_console.print(f"[yellow]{a} and {b} are in different marginal classes[/yellow]: "
+                                  + "; ".join(reasons) + ".")
+
+    _guard(body)
+
+
+def _print_report(r: dict, latex: bool) -> None:
+    c = out_console
+    c.print(f"[bold]{r['name']}[/bold] — {r['description']}", highlight=False)
+    chain = f" (extends {' → '.join(Path(p).stem for p in r['extends'])})" if r["extends"] else ""
+    c.print(f"  file {r['file']}{chain}; time [{r['time'][0]:g}, {r['time'][1]:g}]", highlight=False)
+    if r["params"]:
+        c.print("  params: " + ", ".join(f"{k} = {v:g}" for k, v in r["params"].items()), highlight=False)
+    c.print(f"  kind: {r['kind']}", highlight=False)
+    d = r["decomposition"]
+    table = Table(title="decomposition (MATH §2, eq. 28)", min_width=60, show_header=True, header_style="bold")
+    table.add_column("term")
+    table.add_column("formula", overflow="fold")
+    table.add_row("weight decay f(x, t)", d["f"])
+    table.add_row("GAN weight β − ½g²", d["gan_weight"])
+    table.add_row("score weight ½g²", d["score_weight"])
+    table.add_row("noise √(g² − λ²)", d["noise"])
+    c.print(table)
+    mc = Table(title="marginal class (MATH §3)", min_width=60, show_header=True, header_style="bold")
+    mc.add_column("term")
+    mc.add_column("formula", overflow="fold")
+    for k, v in r["marginal_class"].items():
+        mc.add_row(k, v)
+    c.print(mc)
+    c.print(f"  tracking condition {r['tracking']}", highlight=False)
+    if r.get("tracking_note"):
+        c.print(f"  {r['tracking_note']}", highlight=False)
+    if latex:
+        c.print("  LaTeX:", highlight=False)
+        c.print(r["latex"], markup=False, highlight=False)
+
+
+@app.command()
+def fmt(
+    spec: str = SPEC_ARG,
+    to: str = typer.Option(..., "--to", help="yaml | dfs"),
+    out: Optional[Path] = typer.Option(None, help="Write here instead of printing."),
+):
+    """Convert a spec between the .dfs language and its YAML twin (same meaning)."""
+
+    def body():
+        from dfc.format import to_dfs, to_yaml
+        from dfc.io import atomic_write_text
+        from dfc.spec import find_spec
+        from dfc.syntax import read_spec_file
+
+        if to not in ("yaml", "dfs"):
+            raise ConfigError(f"--to {to!r}: choose yaml or dfs.")
+        syn = read_spec_file(find_spec(spec))
+        text = to_yaml(syn) if to == "yaml" else to_dfs(syn)
+        if out is None:
+            sys.stdout.write(text)
+        else:
+            atomic_write_text(out, text)
+
+    _guard(body)
+
+
+@app.command()
+def presets():
+    """List the preset specs with their descriptions."""
+
+    def body():
+        from dfc.spec import preset_dir
+        from dfc.syntax import read_spec_file
+
+        table = Table(title="dfc presets", header_style="bold")
+        table.add_column("name")
+        table.add_column("extends")
+        table.add_column("description", overflow="fold")
+        for p in sorted(preset_dir().glob("*.dfs")):
+            syn = read_spec_file(p)
+            table.add_row(syn.name, syn.extends[0] if syn.extends else "", syn.description)
+        out_console.print(table)
+
+    _guard(body)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""Spec IR + parameter values + run settings -> a checked, numeric `CompiledSpec`.
+
+Compiling substitutes the parameter values, forms the decomposed drift of MATH §2
+(eq. 28), checks that the SDE is well posed on the time interval, and lowers every
+expression to a function (see `dfc.symbolic.lower`). Backends (`dfc.backends`) turn a
+`CompiledSpec` plus fields into a sampler.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import sympy as sp
+
+from dfc.errors import IllPosedError
+from dfc.runconfig import RunConfig, run_config
+from dfc.spec import SpecIR, Term, resolve_params
+from dfc.symbolic import D, T, X, lower, time_values
+
+CHECK_POINTS = 2001  # t values at which well-posedness is checked (plus the grid's own points)
+X_PROBES = (-3.0, -1.0, 0.0, 0.5, 2.0)
+D_PROBES = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+@dataclass(frozen=True)
+class CompiledSpec:
+    ir: SpecIR
+    params: dict  # sympy Symbol -> float
+    run: RunConfig
+    exprs: dict  # name -> numeric sympy expression (f, beta, g2, lambda2, sigma, u, w_gan, w_score, noise2)
+
+    # ---- the decomposition of MATH §2, eq. 28
+    @property
+    def name(self) -> str:
+        return self.ir.name
+
+    @property
+    def t0(self) -> float:
+        return self.run.time[0]
+
+    @property
+    def t1(self) -> float:
+        return self.run.time[1]
+
+    @cached_property
+    def uses_D(self) -> bool:
+        return self.exprs["beta"].has(D)
+
+    @cached_property
+    def has_gan_part(self) -> bool:
+        """Whether w_gan = β − ½g² is not identically zero on the time interval."""
+        w = self.exprs["w_gan"]
+        if w == 0:
+            return False
+        if w.has(D):
+            return True
+        ts = np.linspace(self.t0, self.t1, 257)
+        return bool(np.any(np.abs(time_values(w, ts)) > 1e-12 * (1 + np.abs(time_values(self.exprs["w_score"], ts)))))
+
+    @cached_property
+    def f_linear(self) -> tuple[sp.Expr, sp.Expr] | None:
+        """(a(t), b(t)) when f = a(t) x + b(t); None when f is nonlinear in x."""
+        f = self.exprs["f"]
+        a = sp.diff(f, X)
+        if a.has(X):
+            return None
+        b = sp.simplify(f - a * X)
+        return (a, b) if not b.has(X) else None
+
+    @cached_property
+    def fn(self) -> dict:
+        """Lowered functions: time-only terms take t; f takes (x, t); w_gan takes (t, D)."""
+        out = {}
+        for name, e in self.exprs.items():
+            if name == "f":
+                out[name] = lower(e, (X, T))
+            elif name in ("beta", "w_gan"):
+                out[name] = lower(e, (T, D))
+            else:
+                out[name] = lower(e, (T,))
+        return out
+
+    def at(self, name: str, t: float) -> float:
+        """A time-only term at t, as a python float."""
+        return float(self.fn[name](float(t)))
+
+    # ---- clocks and grids (MATH §9)
+    @cached_property
+    def clock_expr(self) -> sp.Expr:
+        sigma = self.exprs["sigma"]
+        return {"t": T, "sigma": sigma, "sigma2": sigma**2, "logsigma": sp.log(sigma)}[self.run.clock]
+
+    @cached_property
+    def clock_rate(self):
+        """c'(t) of the chosen clock, lowered."""
+        return lower(sp.diff(self.clock_expr, T), (T,))
+
+    def grid(self) -> np.ndarray:
+        """The time points t_0 < ... < t_N of the run (float64)."""
+        from dfc.grids import make_grid
+
+        return make_grid(self)
+
+    def latex(self) -> str:
+        from dfc.backends.latex import spec_latex
+
+        return spec_latex(self)
+
+
+def numeric_terms(ir: SpecIR, params: dict) -> dict:
+    exprs = {t.name: t.expr.xreplace(params) for t in ir.terms}
+    exprs["w_gan"] = sp.expand(exprs["beta"] - exprs["g2"] / 2)
+    exprs["w_score"] = exprs["g2"] / 2
+    exprs["noise2"] = exprs["g2"] - exprs["lambda2"]
+    return exprs
+
+
+def compile_spec(ir: SpecIR, sets: dict[str, str] | None = None, run: dict[str, str] | RunConfig | None = None,
+                 check: bool = True) -> CompiledSpec:
+    params = resolve_params(ir, sets)
+    cfg = run if isinstance(run, RunConfig) else run_config(ir.run, run)
+    spec = CompiledSpec(ir, params, cfg, numeric_terms(ir, params))
+    if check:
+        check_well_posed(spec)
+    return spec
+
+
+# ---------------------------------------------------------------------------------------
+# Well-posedness on [t0, t1] (MATH §1, §2): finite terms, g² − λ² ≥ 0, β ≥ 0, u > 0, σ ≥ 0.
+
+
+def check_points(spec: CompiledSpec) -> np.ndarray:
+    return np.unique(np.concatenate([np.linspace(spec.t0, spec.t1, CHECK_POINTS), [spec.t0, spec.t1]]))
+
+
+def _fail(spec: CompiledSpec, term: str, message: str, hint: str) -> IllPosedError:
+    t = spec.ir.term(term)
+    return IllPosedError(f"spec {spec.name!r}: {message}", t.span, hint)
+
+
+def _values(spec: CompiledSpec, name: str, ts: np.ndarray) -> np.ndarray:
+    """A term on the check points; f over x probes, β over D probes: shape (len(ts), probes)."""
+    e = spec.exprs[name]
+    with np.errstate(all="ignore"):
+        if name == "f":
+            fn = lower(e, (X, T))
+            cols = [np.broadcast_to(np.asarray(fn(np.full_like(ts, x), ts), dtype=float), ts.shape) for x in X_PROBES]
+        elif name in ("beta", "w_gan"):
+            fn = lower(e, (T, D))
+            cols = [np.broadcast_to(np.asarray(fn(ts, np.full_like(ts, d)), dtype=float), ts.shape) for d in D_PROBES]
+        else:
+            cols = [time_values(e, ts)]
+    return np.stack(cols, axis=1)
+
+
+def _first(ts, bad) -> float:
+    return float(ts[np.argmax(bad.any(axis=1) if bad.ndim == 2 else bad)])
+
+
+def check_well_posed(spec: CompiledSpec) -> None:
+    ts = check_points(spec)
+    vals = {}
+    for name in ("sigma", "u", "g2", "lambda2", "beta", "f"):
+        v = _values(spec, name, ts)
+        bad = ~np.isfinite(v)
+        if bad.any():
+            t = _first(ts, bad)
+            where = {"f": " for some x", "beta": " for some D in [0, 1]"}.get(name, "")
+            raise _fail(spec, name, f"{name} is not finite at t = {t:.6g}{where}.",
+                        f"Keep {name} finite on the time interval [{spec.t0:g}, {spec.t1:g}], or change `time` "
+                        f"in the run block.")
+        vals[name] = v
+    checks = [
+        ("u", vals["u"] <= 0, "u(t) must be > 0, but u({t}) = {v:.6g}.", "Scale factors are positive."),
+        ("sigma", vals["sigma"] < 0, "sigma(t) must be >= 0, but sigma({t}) = {v:.6g}.",
+         "sigma is a noise standard deviation."),
+        ("beta", vals["beta"] < 0, "beta must be >= 0, but beta = {v:.6g} at t = {t}.",
+         "The discriminator weight is non-negative (MATH §1)."),
+    ]
+    for name, bad, msg, hint in checks:
+        if bad.any():
+            i = np.argmax(bad.any(axis=1))
+            j = np.argmax(bad[i])
+            raise _fail(spec, name, msg.format(t=f"{ts[i]:.6g}", v=vals[name][i, j]), hint)
+    g2, l2 = vals["g2"][:, 0], vals["lambda2"][:, 0]
+    tol = 1e-10 * np.maximum(1.0, np.maximum(np.abs(g2), np.abs(l2)))
+    bad = g2 - l2 < -tol
+    if bad.any():
+        i = int(np.argmax(bad))
+        # point at whichever of g and lambda the spec itself wrote last
+        term = "g2" if spec.ir.term("g2").span is not None else "lambda2"
+        raise _fail(spec, term, f"the noise variance g² − λ² is negative at t = {ts[i]:.6g} "
+                                f"(g² = {g2[i]:.6g}, λ² = {l2[i]:.6g}): the SDE is ill-posed there.",
+                    "Make g2(t) >= lambda2(t) on the whole time interval (MATH §2); lambda2 < 0 is allowed "
+                    "(the analytic continuation).")
+    if spec.run.clock != "t":
+        rate = np.asarray(spec.clock_rate(ts), dtype=float) * np.ones_like(ts)
+        if not np.all(np.isfinite(rate)) or np.any(rate == 0) or (np.any(rate > 0) and np.any(rate < 0)):
+            from dfc.errors import ConfigError
+
+            raise ConfigError(f"clock {spec.run.clock!r} is not strictly monotone in t for spec {spec.name!r} "
+                              f"(its rate c'(t) is zero, infinite or changes sign on [{spec.t0:g}, {spec.t1:g}]).",
+                              spec.run.spans.get("clock"), "Use `clock = t`, or a sigma(t) that changes monotonically.")
+
+
+# ---------------------------------------------------------------------------------------
+# Helpers used by `dfc check`
+
+
+def tracking_residuals(spec: CompiledSpec) -> dict[str, sp.Expr]:
+    """MATH §3: f + (u'/u) x and λ² − (−dσ²/dt)/u²; both vanish under the tracking condition."""
+    e = spec.exprs
+    u, sigma = e["u"], e["sigma"]
+    return {
+        "f": e["f"] + sp.diff(u, T) / u * X,
+        "lambda2": e["lambda2"] + sp.diff(sigma**2, T) / u**2,
+    }
+
+
+def first_nonzero(spec: CompiledSpec, expr: sp.Expr, ts: np.ndarray | None = None) -> tuple[float, float] | None:
+    """(t, value) where `expr` first differs from 0 on the check points, or None if it never does."""
+    ts = check_points(spec) if ts is None else ts
+    with np.errstate(all="ignore"):
+        fn = lower(expr, (X, T, D))
+        vals = np.stack([np.broadcast_to(np.asarray(fn(np.full_like(ts, x), ts, np.full_like(ts, 0.5)), dtype=float),
+                                         ts.shape) for x in X_PROBES], axis=1)
+    scale = 1.0 + np.abs(vals)
+    bad = ~(np.abs(vals) <= 1e-8 * scale)
+    if not bad.any():
+        return None
+    i = int(np.argmax(bad.any(axis=1)))
+    j = int(np.argmax(bad[i]))
+    return float(ts[i]), float(vals[i, j]) if math.isfinite(vals[i, j]) else float("nan")
+
+
+def _term_span(spec: CompiledSpec, name: str) -> Term:
+    return spec.ir.term(name)

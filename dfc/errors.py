@@ -1,0 +1,89 @@
+"""Errors a user sees: one paragraph naming the place and the fix, never a traceback.
+
+Every error dfc raises on purpose is a `DfcError`. Errors that come from a spec carry a
+`Span` (file, line, column, the source line) so the message can point at the text with a
+caret, like a compiler does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Span:
+    """A place in a source file: 1-based line and column, plus the line's text."""
+
+    file: str
+    line: int
+    column: int
+    text: str = ""  # the whole source line, for the caret display
+    length: int = 1
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+    def caret(self) -> str:
+        if not self.text:
+            return ""
+        line = self.text.rstrip("\n").expandtabs(1)
+        width = max(1, min(self.length, len(line) - self.column + 1))
+        return f"    {line}\n    {' ' * (self.column - 1)}{'^' * width}"
+
+
+def span_from_text(file: str, text: str, line: int, column: int, length: int = 1) -> Span:
+    lines = text.splitlines()
+    src = lines[line - 1] if 0 < line <= len(lines) else ""
+    return Span(file, line, column, src, length)
+
+
+class DfcError(Exception):
+    """An error with a message meant for a person. `span` locates it in a spec, if known."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, span: Span | None = None, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.span = span
+        self.hint = hint
+
+    def render(self) -> str:
+        head = f"{self.span}: " if self.span else ""
+        out = f"error: {head}{self.message}"
+        if self.hint:
+            out += f" {self.hint}"
+        if self.span is not None and self.span.caret():
+            out += "\n" + self.span.caret()
+        return out
+
+    def __str__(self) -> str:  # pragma: no cover - used by pytest output
+        return self.render()
+
+
+class SpecSyntaxError(DfcError):
+    """The text of a spec does not follow the grammar."""
+
+
+class SpecNameError(DfcError):
+    """An unknown name, function, parameter or spec, or a wrong number of arguments."""
+
+
+class SpecCycleError(DfcError):
+    """Definitions or `extends` that refer to themselves."""
+
+
+class IllPosedError(DfcError):
+    """The SDE is not well posed on the time interval (noise² < 0, β < 0, u ≤ 0, ...)."""
+
+
+class ConfigError(DfcError):
+    """A bad run setting or command-line option (`--set`, `--target`, `--solver`, ...)."""
+
+
+class DataError(DfcError):
+    """Bad input data: wrong shape, NaNs, a corrupt or mismatched file."""
+
+
+class NumericalError(DfcError):
+    """The simulation produced non-finite values."""

@@ -1,0 +1,142 @@
+"""`dfc check`: what a spec is (MATH §2 decomposition, §3 marginal class and tracking)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import sympy as sp
+
+from dfc.compiler import CompiledSpec, first_nonzero, tracking_residuals
+from sympy.printing.str import StrPrinter
+
+from dfc.spec import spec_words
+from dfc.symbolic import D, T, X, lower
+
+MARGINAL_TERMS = ("f", "beta", "lambda2", "sigma", "u")
+
+
+class _SpecPrinter(StrPrinter):
+    """sympy -> the spec language: `^` for powers, d/dt(...), D(x, t)."""
+
+    def _print_Pow(self, expr, rational=False):
+        return super()._print_Pow(expr, rational).replace("**", "^")
+
+    def _print_Derivative(self, expr):
+        return f"d/dt({self._print(expr.expr)})"
+
+    def _print_Symbol(self, expr):
+        return "D(x, t)" if expr == D else super()._print_Symbol(expr)
+
+
+def pretty(expr: sp.Expr) -> str:
+    """A formula in the spec language's own notation."""
+    return _SpecPrinter({"order": "none"}).doprint(expr).replace("**", "^")
+
+
+def _shortest(*candidates: sp.Expr) -> sp.Expr:
+    return min((sp.simplify(c) for c in candidates), key=sp.count_ops)
+
+
+def decomposition(spec: CompiledSpec) -> dict[str, str]:
+    """The weights of MATH §2 eq. 28 in the spec's own words (its definitions kept by name)."""
+    words, inline = spec_words(spec.ir)
+    names = {d.name for d in spec.ir.definitions}
+    g2_name = inline(sp.Function("g2", real=True)(T) if "g2" in names else sp.Function("g", real=True)(T) ** 2)
+    return {
+        "gan_weight": pretty(_shortest(words["beta"] - g2_name / 2, words["beta"] - words["g2"] / 2)),
+        "score_weight": pretty(_shortest(words["g2"] / 2)),
+        "noise": pretty(_shortest(sp.sqrt(words["g2"] - words["lambda2"]))),
+        "f": pretty(words["f"]),
+    }
+
+
+@dataclass(frozen=True)
+class Tracking:
+    holds: bool
+    failures: tuple[tuple[str, float, float], ...]  # (which, first t, residual there)
+
+    def describe(self) -> str:
+        if self.holds:
+            return "holds: f = −(u'/u) x and λ² = −(dσ²/dt)/u² on the whole interval, so p_0 = Q_0 gives p_t = Q_t."
+        parts = []
+        for which, t, v in self.failures:
+            rule = "f = −(u'/u) x" if which == "f" else "λ² = −(dσ²/dt)/u²"
+            parts.append(f"{rule} fails from t = {t:.4g} (residual {v:.4g})")
+        return "fails: " + "; ".join(parts) + "."
+
+
+def tracking(spec: CompiledSpec) -> Tracking:
+    failures = []
+    for which, res in tracking_residuals(spec).items():
+        hit = first_nonzero(spec, res)
+        if hit is not None:
+            failures.append((which, *hit))
+    return Tracking(not failures, tuple(failures))
+
+
+def _prior_values(spec: CompiledSpec) -> tuple:
+    return (spec.ir.prior.kind,) + tuple((k, round(float(v.xreplace(spec.params)), 12)) for k, v in spec.ir.prior.kwargs)
+
+
+def same_marginal_class(a: CompiledSpec, b: CompiledSpec) -> tuple[bool, list[str]]:
+    """Whether (f, β, λ², σ, u, p_0) agree on the common time interval (MATH §3)."""
+    reasons = []
+    if a.run.time != b.run.time:
+        reasons.append(f"time intervals differ: {list(a.run.time)} vs {list(b.run.time)}")
+    lo, hi = max(a.t0, b.t0), min(a.t1, b.t1)
+    ts = np.linspace(lo, hi, 1001) if hi > lo else np.array([lo])
+    for name in MARGINAL_TERMS:
+        diff = a.exprs[name] - b.exprs[name]
+        if diff == 0:
+            continue
+        fn = lower(diff, (X, T, D))
+        scale = lower(sp.Abs(a.exprs[name]) + sp.Abs(b.exprs[name]) + 1, (X, T, D))
+        worst = None
+        for x in (-2.0, 0.0, 1.5):
+            for d in (0.1, 0.5, 0.9):
+                with np.errstate(all="ignore"):
+                    v = np.abs(np.asarray(fn(np.full_like(ts, x), ts, np.full_like(ts, d)), float) * np.ones_like(ts))
+                    s = np.asarray(scale(np.full_like(ts, x), ts, np.full_like(ts, d)), float) * np.ones_like(ts)
+                bad = ~(v <= 1e-9 * s)
+                if bad.any():
+                    i = int(np.argmax(bad))
+                    worst = (float(ts[i]), x, d)
+                    break
+            if worst:
+                break
+        if worst:
+            reasons.append(f"{name} differs (first at t = {worst[0]:.4g})")
+    if _prior_values(a) != _prior_values(b):
+        reasons.append(f"priors differ: {_prior_values(a)} vs {_prior_values(b)}")
+    return not reasons, reasons
+
+
+def report(spec: CompiledSpec) -> dict:
+    """Everything `dfc check` prints, as data."""
+    ir = spec.ir
+    track = tracking(spec)
+    out = {
+        "name": ir.name,
+        "description": ir.description,
+        "file": ir.file,
+        "extends": [str(p) for p in ir.chain[1:]],
+        "params": {p.name: float(spec.params[p.symbol]) for p in ir.params},
+        "decomposition": decomposition(spec),
+        "marginal_class": {n: pretty(sp.simplify(w)) for n, w in spec_words(ir)[0].items() if n in MARGINAL_TERMS} | {
+            "p0": f"{ir.prior.kind}(" + ", ".join(f"{k} = {pretty(sp.powdenest(v, force=True))}"
+                                                  for k, v in ir.prior.kwargs) + ")"},
+        "tracking": track.describe(),
+        "tracking_holds": track.holds,
+        "has_gan_part": spec.has_gan_part,
+        "uses_D": spec.uses_D,
+        "time": list(spec.run.time),
+        "latex": spec.latex(),
+    }
+    kind = "pure GAN flow (g = 0)" if spec.exprs["g2"] == 0 else (
+        "score/Langevin-type sampler (β = ½g², no GAN part)" if not spec.has_gan_part else "mixed GAN + score dynamics")
+    out["kind"] = kind
+    if not track.holds:
+        out["tracking_note"] = ("The spec relies on its GAN part to pull p_t toward Q_t." if spec.has_gan_part else
+                                "With no GAN part nothing pulls p_t back toward Q_t; p_t follows its own marginal class.")
+    return out

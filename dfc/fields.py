@@ -1,0 +1,250 @@
+"""The three fields of the drift (MATH §5) and the decomposed drift itself (MATH §2, eq. 28).
+
+    drift(x, t) = f(x, t) + w_gan(t, D) · (s_Q^h − s_p)(x, t) + w_score(t) · s_Q(x, t)
+    noise(t)    = sqrt(g² − λ²)
+
+`s_Q(x, t) = u · ∇log q_σ(t)(u x)` is exact (the target's closed form). `s_p` is estimated
+from the particle batch itself, which is why the drift sees the whole batch (mean-field):
+a Gaussian fit, a KDE with bandwidth h (paired with the equally smoothed target `s_Q^h`,
+σ'² = σ² + u² h², so the GAN field vanishes when p_t = Q_t), or the closed form of MATH §6.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from dfc.errors import ConfigError
+from dfc.symbolic import time_values
+
+KDE_CHUNK = 1 << 22  # pairwise entries per chunk (memory bound for the O(N²) KDE)
+
+
+# ---------------------------------------------------------------------------------------
+# Population estimates of s_p
+
+
+class GaussFit:
+    """s_p of the Gaussian fitted to the batch (exact when p_t is Gaussian)."""
+
+    name = "gauss"
+
+    def bandwidth(self, x: torch.Tensor) -> float:
+        return 0.0
+
+    def __call__(self, x: torch.Tensor, t: float, need_logp: bool):
+        n, d = x.shape
+        mu = x.mean(0)
+        xc = x - mu
+        cov = xc.T @ xc / (n - 1) + 1e-9 * torch.eye(d, dtype=x.dtype, device=x.device)
+        chol = torch.linalg.cholesky(cov)
+        z = torch.cholesky_solve(xc.T, chol).T  # Σ⁻¹ (x − μ)
+        logp = None
+        if need_logp:
+            logdet = 2 * torch.log(torch.diagonal(chol)).sum()
+            logp = -0.5 * (xc * z).sum(1) - 0.5 * logdet - 0.5 * d * math.log(2 * math.pi)
+        return -z, logp
+
+
+class KDE:
+    """Gaussian kernel density estimate of p_t * N(0, h²I) and its score at the batch points.
+
+    h is given, or Scott's rule h = s · N^(−1/(D+4)) with s the mean per-coordinate std.
+    """
+
+    name = "kde"
+
+    def __init__(self, h: float | None = None):
+        self.h = h
+
+    def bandwidth(self, x: torch.Tensor) -> float:
+        if self.h is not None:
+            return float(self.h)
+        n, d = x.shape
+        s = float(x.std(0).mean())
+        return max(s, 1e-12) * n ** (-1.0 / (d + 4))
+
+    def __call__(self, x: torch.Tensor, t: float, need_logp: bool):
+        n, d = x.shape
+        h = self.bandwidth(x)
+        sq = (x * x).sum(1)
+        rows = max(1, KDE_CHUNK // n)
+        score = torch.empty_like(x)
+        logp = torch.empty(n, dtype=x.dtype, device=x.device) if need_logp else None
+        for i in range(0, n, rows):
+            xi = x[i : i + rows]
+            d2 = (sq[i : i + rows, None] + sq[None, :] - 2 * xi @ x.T).clamp_min_(0)
+            logits = d2.mul_(-0.5 / h**2)
+            lse = torch.logsumexp(logits, 1, keepdim=True)
+            w = logits.sub_(lse).exp_()
+            score[i : i + rows] = (w @ x - xi) / h**2
+            if need_logp:
+                logp[i : i + rows] = lse[:, 0] - math.log(n) - 0.5 * d * math.log(2 * math.pi * h**2)
+        return score, logp
+
+
+class ClosedForm:
+    """s_p of the exact Gaussian marginal N(μ_t, Σ_t) of MATH §6 (Gaussian spec and target)."""
+
+    name = "closed"
+
+    def __init__(self, marginals):
+        self.marginals = marginals
+
+    def bandwidth(self, x: torch.Tensor) -> float:
+        return 0.0
+
+    def __call__(self, x: torch.Tensor, t: float, need_logp: bool):
+        mu, cov = self.marginals(t)
+        mu = torch.as_tensor(mu, dtype=x.dtype, device=x.device)
+        prec = torch.as_tensor(np.linalg.inv(cov), dtype=x.dtype, device=x.device)
+        xc = x - mu
+        z = xc @ prec
+        logp = None
+        if need_logp:
+            d = x.shape[1]
+            logdet = float(np.linalg.slogdet(cov)[1])
+            logp = -0.5 * (xc * z).sum(1) - 0.5 * logdet - 0.5 * d * math.log(2 * math.pi)
+        return -z, logp
+
+
+def make_estimator(spec, target, prior_moments=None):
+    """The population estimate the run asks for; `kde` with Scott's rule if the spec needs one."""
+    name = spec.run.estimator or ("kde" if spec.has_gan_part else None)
+    if name is None:
+        return None
+    opts = dict(spec.run.estimator_options)
+    if name == "kde":
+        return KDE(opts.get("h"))
+    if name == "gauss":
+        return GaussFit()
+    gauss = getattr(target, "gaussian", None)
+    if gauss is None or prior_moments is None:
+        raise ConfigError("the closed-form s_p (`exact + closed`) needs a Gaussian target and a normal or "
+                          "target prior.", spec.run.spans.get("fields"), "Use `exact + gauss` or `exact + kde`.")
+    from dfc.moments import GaussianMarginals
+
+    m, s = (v.detach().cpu().double().numpy() for v in gauss)
+    return ClosedForm(GaussianMarginals(spec, m, s, *prior_moments))
+
+
+# ---------------------------------------------------------------------------------------
+# The drift
+
+
+@dataclass
+class Coeffs:
+    """Time-only scalars of the drift at one t (floats; None where a term needs x or D)."""
+
+    sigma: float
+    u: float
+    w_score: float
+    w_gan: float | None  # None: depends on D, computed per particle
+    a: float | None  # f = a x + b; None: f is nonlinear
+    b: float | None
+    noise: float
+
+
+class Drift:
+    """drift(x, t) and noise(t) of a compiled spec on exact fields. Counts field evaluations."""
+
+    def __init__(self, spec, target, estimator=None):
+        self.spec, self.target, self.estimator = spec, target, estimator
+        self.need_gan = spec.has_gan_part
+        if self.need_gan and estimator is None:
+            raise ConfigError(f"spec {spec.name!r} has a GAN part (β ≠ ½g²) and needs a population estimate "
+                              f"of s_p.", spec.run.spans.get("fields"), "Use `fields = exact + kde`.")
+        self.nfe = 0
+        self._cache: dict[float, Coeffs] = {}
+        lin = spec.f_linear
+        self._f_zero = lin is not None and lin[0] == 0 and lin[1] == 0
+
+    # ---- time coefficients
+    def prepare(self, ts) -> None:
+        """Compute the coefficients of every t in `ts` at once (vectorised)."""
+        ts = np.asarray(ts, dtype=np.float64)
+        e = self.spec.exprs
+        cols = {k: time_values(e[k], ts) for k in ("sigma", "u", "w_score", "noise2")}
+        w_gan = None if self.spec.uses_D else time_values(e["w_gan"], ts)
+        lin = self.spec.f_linear
+        a = b = None
+        if lin is not None:
+            a, b = (time_values(x, ts) for x in lin)
+        for i, t in enumerate(ts):
+            self._cache[float(t)] = Coeffs(
+                float(cols["sigma"][i]), float(cols["u"][i]), float(cols["w_score"][i]),
+                None if w_gan is None else float(w_gan[i]),
+                None if a is None else float(a[i]), None if b is None else float(b[i]),
+                math.sqrt(max(float(cols["noise2"][i]), 0.0)))
+
+    def coeffs(self, t: float) -> Coeffs:
+        t = float(t)
+        c = self._cache.get(t)
+        if c is None:
+            self.prepare([t])
+            c = self._cache[t]
+        return c
+
+    def noise(self, t: float) -> float:
+        return self.coeffs(t).noise
+
+    # ---- fields
+    def score_q(self, x: torch.Tensor, c: Coeffs, extra_var: float = 0.0, need_logp: bool = False):
+        """s_Q (and log Q_t) at x, optionally for the target smoothed by an extra variance u²h²."""
+        sigma = math.sqrt(c.sigma**2 + extra_var)
+        if c.u == 1.0:
+            if need_logp:
+                return self.target.log_prob_and_score(x, sigma)[::-1]
+            return self.target.score(x, sigma), None
+        ux = x * c.u
+        if need_logp:
+            logq, s = self.target.log_prob_and_score(ux, sigma)
+            return s.mul_(c.u), logq + x.shape[1] * math.log(c.u)
+        return self.target.score(ux, sigma).mul_(c.u), None
+
+    def fields(self, x: torch.Tensor, t: float):
+        """One field evaluation: s_Q, and (if the spec has a GAN part) s_Q^h − s_p and the logit d."""
+        c = self.coeffs(t)
+        self.nfe += 1
+        s_q, _ = self.score_q(x, c)
+        if not self.need_gan:
+            return s_q, None, None
+        need_logit = self.spec.uses_D
+        h = self.estimator.bandwidth(x)
+        s_p, logp = self.estimator(x, t, need_logit)
+        if h > 0 or need_logit:
+            s_qh, logq = self.score_q(x, c, (c.u * h) ** 2, need_logit)
+        else:
+            s_qh, logq = s_q, None
+        logit = (logq - logp) if need_logit else None
+        return s_q, s_qh - s_p, logit
+
+    def __call__(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        c = self.coeffs(t)
+        s_q, gan, logit = self.fields(x, t)
+        out = s_q.mul_(c.w_score)  # s_q is a fresh tensor (gan, if any, was computed from it already)
+        if gan is not None:
+            if c.w_gan is not None:
+                out.add_(gan, alpha=c.w_gan)
+            else:
+                d_real = torch.sigmoid(logit)[:, None]
+                out.add_(gan * self.spec.fn["w_gan"](t, d_real))
+        if c.a is not None:
+            if not self._f_zero:
+                if c.a != 0.0:
+                    out.add_(x, alpha=c.a)
+                if c.b != 0.0:
+                    out.add_(c.b)
+        else:
+            out.add_(self.spec.fn["f"](x, t))
+        return out
+
+    def denoise(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        """Tweedie's E[Y | x_t = x] = u x + σ² s_Q / u: the final step to σ = 0 (MATH §9)."""
+        c = self.coeffs(t)
+        s_q, _ = self.score_q(x, c)
+        self.nfe += 1
+        return x * c.u + s_q * (c.sigma**2 / c.u)

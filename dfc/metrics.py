@@ -1,0 +1,415 @@
+"""Sample-quality metrics: distances between point clouds and between Gaussians.
+
+Every function takes point clouds as `(N, D)` arrays — torch tensors on any device, numpy
+arrays or nested lists — and works in float64 internally on the device of the first argument.
+A 1-D input of shape `(N,)` is read as `N` points in one dimension. Results are plain floats.
+
+- `sliced_w2`: sliced 2-Wasserstein distance (random projections fixed by `seed`).
+- `mmd`: square root of the unbiased multi-scale RBF MMD² estimate (clipped at 0).
+- `energy_distance`: square root of the unbiased energy distance (clipped at 0).
+- `gaussian_w2`, `gaussian_kl`: closed forms between two Gaussians.
+- `fit_gaussian`: sample mean and covariance.
+
+Pairwise computations are done in row blocks so that no more than about 2^26 float64 values
+are alive at once, whatever the sample sizes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from dfc.errors import DataError
+
+__all__ = [
+    "projection_directions",
+    "sliced_w2",
+    "mmd",
+    "default_mmd_scales",
+    "energy_distance",
+    "gaussian_w2",
+    "gaussian_kl",
+    "fit_gaussian",
+]
+
+# Largest number of float64 values in one block of pairwise distances or projections. A
+# block computation holds a few temporaries of this size, so the peak stays far under ~2^26
+# elements; blocks of ~8 MB are also much faster than huge ones (allocation and cache costs
+# dominate the arithmetic).
+_BLOCK_ELEMENTS = 1 << 20
+
+# Multipliers of the median pairwise distance used as default MMD bandwidths.
+_MMD_SCALE_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)
+_MMD_MEDIAN_POINTS = 2000
+
+
+# --------------------------------------------------------------------------- input checks
+
+
+def _as_points(
+    x: Any, name: str, func: str, device: torch.device | None = None, min_points: int = 1
+) -> torch.Tensor:
+    """Return `x` as a finite float64 tensor of shape (N, D) on `device`."""
+    if isinstance(x, torch.Tensor):
+        t = x.detach()
+    else:
+        try:
+            t = torch.as_tensor(np.asarray(x, dtype=np.float64))
+        except (TypeError, ValueError) as exc:
+            raise DataError(
+                f"{func}: argument `{name}` is not a numeric array ({exc}); "
+                "pass an (N, D) tensor or array of numbers."
+            ) from None
+    if t.is_complex():
+        raise DataError(
+            f"{func}: argument `{name}` is complex; pass real-valued samples of shape (N, D)."
+        )
+    t = t.to(dtype=torch.float64, device=device if device is not None else t.device)
+    if t.dim() == 1:
+        t = t.unsqueeze(1)
+    if t.dim() != 2:
+        raise DataError(
+            f"{func}: argument `{name}` has shape {tuple(t.shape)}, but a point cloud must have "
+            "shape (N, D); flatten each sample to a vector first."
+        )
+    if t.shape[0] < min_points:
+        raise DataError(
+            f"{func}: argument `{name}` has {t.shape[0]} points, but at least {min_points} "
+            "are needed; draw more samples."
+        )
+    if t.shape[1] < 1:
+        raise DataError(
+            f"{func}: argument `{name}` has shape {tuple(t.shape)} with zero dimensions per "
+            "point; pass samples of shape (N, D) with D >= 1."
+        )
+    if not bool(torch.isfinite(t).all()):
+        bad = int((~torch.isfinite(t).all(dim=1)).sum())
+        raise DataError(
+            f"{func}: argument `{name}` has {bad} of {t.shape[0]} points with NaN or infinite "
+            "coordinates; drop or fix the non-finite samples before computing metrics."
+        )
+    return t
+
+
+def _as_pair(
+    a: Any, b: Any, func: str, min_points: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    ta = _as_points(a, "a", func, min_points=min_points)
+    tb = _as_points(b, "b", func, device=ta.device, min_points=min_points)
+    if ta.shape[1] != tb.shape[1]:
+        raise DataError(
+            f"{func}: `a` has {ta.shape[1]} dimensions per point but `b` has {tb.shape[1]}; "
+            "compare samples of the same dimension."
+        )
+    return ta, tb
+
+
+# --------------------------------------------------------------------------- sliced W2
+
+
+def projection_directions(
+    dim: int, n_proj: int = 256, seed: int = 0, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """The `(n_proj, dim)` float64 unit directions `sliced_w2` uses for this `seed`.
+
+    They are drawn on the CPU from a `torch.Generator` seeded with `seed`, so they are the
+    same on every device and in every call.
+    """
+    if int(dim) < 1 or int(n_proj) < 1:
+        raise DataError(
+            f"projection_directions: dim={dim} and n_proj={n_proj} must both be at least 1; "
+            "pass positive sizes."
+        )
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(int(seed))
+    theta = torch.randn((int(n_proj), int(dim)), generator=gen, dtype=torch.float64)
+    theta = theta / theta.norm(dim=1, keepdim=True).clamp_min(1e-300)
+    return theta.to(device) if device is not None else theta
+
+
+def _quantiles(sorted_vals: torch.Tensor, k: int) -> torch.Tensor:
+    """Empirical quantile function of each row of `sorted_vals` (P, n), evaluated at the `k`
+    mid-levels u_i = (i + 1/2)/k: Q(u) = x_(floor(u n)) (0-based order statistics), the exact
+    step-function quantile of the empirical law. When n == k this is the sorted row itself,
+    and a set compared with a copy of itself repeated r times gives exactly 0."""
+    n = sorted_vals.shape[1]
+    if n == k:
+        return sorted_vals
+    levels = (torch.arange(k, dtype=torch.float64, device=sorted_vals.device) + 0.5) / k
+    idx = torch.floor(levels * n).long().clamp_(0, n - 1)
+    return sorted_vals[:, idx]
+
+
+def sliced_w2(a: Any, b: Any, n_proj: int = 256, seed: int = 0) -> float:
+    """Sliced 2-Wasserstein distance between point clouds `a` (N, D) and `b` (M, D).
+
+    Both clouds are projected on the `n_proj` unit directions of
+    `projection_directions(D, n_proj, seed)`; for each direction the 1-D W2² is the mean
+    squared difference of the sorted projections (N == M) or of the two empirical (step)
+    quantile functions evaluated on a common grid of K = max(N, M) mid-levels (i + 1/2)/K
+    (N != M; exact when K is a multiple of min(N, M)). The result is
+    sqrt(mean over directions of W2²).
+    """
+    ta, tb = _as_pair(a, b, "sliced_w2")
+    if int(n_proj) < 1:
+        raise DataError(f"sliced_w2: n_proj={n_proj} must be at least 1; pass a positive count.")
+    n, m, d = ta.shape[0], tb.shape[0], ta.shape[1]
+    k = max(n, m)
+    theta = projection_directions(d, n_proj, seed, device=ta.device)
+    # Centre both clouds by the same vector: the distance is unchanged, the rounding smaller.
+    centre = 0.5 * (ta.mean(dim=0) + tb.mean(dim=0))
+    ta = ta - centre
+    tb = tb - centre
+    chunk = max(1, _BLOCK_ELEMENTS // k)
+    total = 0.0
+    for p0 in range(0, theta.shape[0], chunk):
+        th = theta[p0 : p0 + chunk]  # (p, D); projections laid out (p, N) to sort rows
+        pa = torch.sort(th @ ta.T, dim=1).values
+        pb = torch.sort(th @ tb.T, dim=1).values
+        diff = _quantiles(pa, k) - _quantiles(pb, k)
+        total += float((diff * diff).mean(dim=1).sum())
+    return math.sqrt(max(total / theta.shape[0], 0.0))
+
+
+# --------------------------------------------------------------------------- pairwise sums
+
+
+def _pair_sum(x: torch.Tensor, y: torch.Tensor, fn, same: bool) -> float:
+    """Sum of fn(squared distance) over all pairs (x_i, y_j); if `same` (x is y) the
+    diagonal pairs i == j are left out. Computed in row blocks of bounded size."""
+    n, m = x.shape[0], y.shape[0]
+    xx = (x * x).sum(dim=1)
+    yy = (y * y).sum(dim=1)
+    rows = max(1, _BLOCK_ELEMENTS // max(m, 1))
+    total = 0.0
+    for i0 in range(0, n, rows):
+        i1 = min(n, i0 + rows)
+        d2 = torch.addmm(yy.unsqueeze(0), x[i0:i1], y.T, beta=1.0, alpha=-2.0)
+        d2.add_(xx[i0:i1].unsqueeze(1)).clamp_min_(0.0)
+        if same:
+            idx = torch.arange(i1 - i0, device=x.device)
+            d2[idx, idx + i0] = 0.0
+        vals = fn(d2)
+        if same:
+            vals[idx, idx + i0] = 0.0
+        total += float(vals.sum())
+    return total
+
+
+def _pairwise_distances(x: torch.Tensor) -> torch.Tensor:
+    """Distances between all pairs i < j of a small point set (used for the median)."""
+    x = x - x.mean(dim=0)
+    sq = (x * x).sum(dim=1)
+    d2 = (sq.unsqueeze(1) + sq.unsqueeze(0) - 2.0 * (x @ x.T)).clamp_min_(0.0)
+    iu = torch.triu_indices(x.shape[0], x.shape[0], offset=1, device=x.device)
+    return d2[iu[0], iu[1]].sqrt()
+
+
+def default_mmd_scales(a: Any, b: Any) -> list[float]:
+    """The default `mmd` bandwidths: the median pairwise distance of the pooled sample
+    (estimated on at most 2,000 points, chosen with a fixed seed) times 0.25, 0.5, 1, 2, 4."""
+    ta, tb = _as_pair(a, b, "mmd")
+    pooled = torch.cat([ta, tb], dim=0)
+    if pooled.shape[0] > _MMD_MEDIAN_POINTS:
+        gen = torch.Generator(device="cpu")
+        gen.manual_seed(0)
+        pick = torch.randperm(pooled.shape[0], generator=gen)[:_MMD_MEDIAN_POINTS]
+        pooled = pooled[pick.to(pooled.device)]
+    dists = _pairwise_distances(pooled)
+    med = float(dists.median()) if dists.numel() else 0.0
+    if not med > 0.0:
+        # Over half the pairs coincide (e.g. point masses): fall back to the mean distance.
+        mean = float(dists.mean()) if dists.numel() else 0.0
+        med = mean if mean > 0.0 else 1.0
+    return [med * f for f in _MMD_SCALE_FACTORS]
+
+
+def _rbf_sum(bandwidths: Sequence[float]):
+    """fn(d2) = Σ_s exp(-d2 / (2 s²)). Bandwidths whose kernel is a power 2^j of the
+    widest one's (e.g. the default scales, which differ by factors of 2) are obtained by
+    repeated squaring instead of another exp, which is several times cheaper."""
+    coefs = sorted((0.5 / (s * s) for s in bandwidths))  # widest bandwidth first
+    c0 = coefs[0]
+    plan: list[int | float] = []  # number of squarings of the base, or a coefficient
+    for c in coefs:
+        j = math.log2(c / c0)
+        jr = round(j)
+        plan.append(jr if abs(j - jr) < 1e-9 and jr <= 12 else c)
+
+    def fn(d2: torch.Tensor) -> torch.Tensor:
+        base = torch.exp(d2 * -c0)
+        acc = torch.zeros_like(d2)
+        cur, cur_j = base, 0
+        for step in plan:
+            if isinstance(step, int):
+                while cur_j < step:
+                    cur = cur * cur
+                    cur_j += 1
+                acc.add_(cur)
+            else:
+                acc.add_(torch.exp(d2 * -step))
+        return acc
+
+    return fn
+
+
+def mmd(a: Any, b: Any, scales: Sequence[float] | None = None) -> float:
+    """Multi-scale RBF maximum mean discrepancy between `a` (N, D) and `b` (M, D).
+
+    The kernel is k(x, y) = Σ_s exp(-|x - y|² / (2 s²)) over the bandwidths `scales`
+    (default: `default_mmd_scales(a, b)`). Returns sqrt(max(MMD²_u, 0)) where MMD²_u is the
+    unbiased estimate (within-sample means leave out the i == j pairs). Needs N, M >= 2.
+    """
+    ta, tb = _as_pair(a, b, "mmd", min_points=2)
+    if scales is None:
+        bw = default_mmd_scales(ta, tb)
+    else:
+        try:
+            bw = [float(s) for s in scales]
+        except (TypeError, ValueError):
+            raise DataError(
+                "mmd: `scales` must be a list of positive bandwidths; pass e.g. [0.5, 1.0, 2.0] "
+                "or leave it out for the median heuristic."
+            ) from None
+        if not bw or not all(math.isfinite(s) and s > 0.0 for s in bw):
+            raise DataError(
+                f"mmd: `scales` = {bw} must be a non-empty list of positive finite bandwidths; "
+                "fix the values or leave `scales` out for the median heuristic."
+            )
+    kernel = _rbf_sum(bw)
+
+    centre = torch.cat([ta, tb], dim=0).mean(dim=0)
+    ta = ta - centre
+    tb = tb - centre
+    n, m = ta.shape[0], tb.shape[0]
+    kxx = _pair_sum(ta, ta, kernel, same=True) / (n * (n - 1))
+    kyy = _pair_sum(tb, tb, kernel, same=True) / (m * (m - 1))
+    kxy = _pair_sum(ta, tb, kernel, same=False) / (n * m)
+    return math.sqrt(max(kxx + kyy - 2.0 * kxy, 0.0))
+
+
+def energy_distance(a: Any, b: Any) -> float:
+    """Energy distance between `a` (N, D) and `b` (M, D):
+    sqrt(max(2 E|X - Y| - E|X - X'| - E|Y - Y'|, 0)), with the within-sample means taken
+    over pairs i != j (unbiased). Needs N, M >= 2."""
+    ta, tb = _as_pair(a, b, "energy_distance", min_points=2)
+    centre = torch.cat([ta, tb], dim=0).mean(dim=0)
+    ta = ta - centre
+    tb = tb - centre
+    n, m = ta.shape[0], tb.shape[0]
+    exy = _pair_sum(ta, tb, torch.sqrt, same=False) / (n * m)
+    exx = _pair_sum(ta, ta, torch.sqrt, same=True) / (n * (n - 1))
+    eyy = _pair_sum(tb, tb, torch.sqrt, same=True) / (m * (m - 1))
+    return math.sqrt(max(2.0 * exy - exx - eyy, 0.0))
+
+
+# --------------------------------------------------------------------------- Gaussians
+
+
+def _to_numpy(x: Any, name: str, func: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().to(torch.float64).numpy()
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DataError(
+            f"{func}: argument `{name}` is not a numeric array ({exc}); pass numbers."
+        ) from None
+    if not np.all(np.isfinite(arr)):
+        raise DataError(
+            f"{func}: argument `{name}` contains NaN or infinite values; pass a finite "
+            f"{'mean vector' if name.startswith('mean') else 'covariance matrix'}."
+        )
+    return arr
+
+
+def _as_gaussian(mean: Any, cov: Any, idx: int, func: str) -> tuple[np.ndarray, np.ndarray]:
+    m = _to_numpy(mean, f"mean{idx}", func).reshape(-1)
+    c = _to_numpy(cov, f"cov{idx}", func)
+    d = m.shape[0]
+    if c.size == 1 and d == 1:
+        c = c.reshape(1, 1)
+    if c.shape != (d, d):
+        raise DataError(
+            f"{func}: `cov{idx}` has shape {c.shape} but `mean{idx}` has {d} entries; pass a "
+            f"({d}, {d}) covariance matrix."
+        )
+    scale = max(float(np.abs(c).max()), 1e-300)
+    if float(np.abs(c - c.T).max()) > 1e-6 * scale:
+        raise DataError(
+            f"{func}: `cov{idx}` is not symmetric; pass a symmetric covariance matrix "
+            "(e.g. (C + C.T) / 2)."
+        )
+    return m, 0.5 * (c + c.T)
+
+
+def _check_same_dim(m1: np.ndarray, m2: np.ndarray, func: str) -> None:
+    if m1.shape[0] != m2.shape[0]:
+        raise DataError(
+            f"{func}: the first Gaussian has dimension {m1.shape[0]} but the second has "
+            f"{m2.shape[0]}; compare Gaussians of the same dimension."
+        )
+
+
+def _psd_sqrt(c: np.ndarray) -> np.ndarray:
+    """Square root of a symmetric positive semi-definite matrix (eigenvalues clipped at 0)."""
+    w, v = np.linalg.eigh(c)
+    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+
+
+def gaussian_w2(mean1: Any, cov1: Any, mean2: Any, cov2: Any) -> float:
+    """2-Wasserstein distance between N(mean1, cov1) and N(mean2, cov2):
+    sqrt(|m1 - m2|² + tr(C1 + C2 - 2 (C2^½ C1 C2^½)^½)). Covariances may be singular."""
+    func = "gaussian_w2"
+    m1, c1 = _as_gaussian(mean1, cov1, 1, func)
+    m2, c2 = _as_gaussian(mean2, cov2, 2, func)
+    _check_same_dim(m1, m2, func)
+    s2 = _psd_sqrt(c2)
+    mid = s2 @ c1 @ s2
+    cross = float(np.sqrt(np.clip(np.linalg.eigvalsh(0.5 * (mid + mid.T)), 0.0, None)).sum())
+    w2sq = float(np.sum((m1 - m2) ** 2)) + float(np.trace(c1) + np.trace(c2)) - 2.0 * cross
+    return math.sqrt(max(w2sq, 0.0))
+
+
+def _cholesky(c: np.ndarray, name: str, func: str) -> np.ndarray:
+    try:
+        return np.linalg.cholesky(c)
+    except np.linalg.LinAlgError:
+        raise DataError(
+            f"{func}: `{name}` is not positive definite, so the KL divergence is undefined; "
+            "pass a full-rank covariance (e.g. add a small multiple of the identity)."
+        ) from None
+
+
+def gaussian_kl(mean1: Any, cov1: Any, mean2: Any, cov2: Any) -> float:
+    """KL(N(mean1, cov1) ‖ N(mean2, cov2)) in nats, closed form. Both covariances must be
+    positive definite."""
+    from scipy.linalg import solve_triangular
+
+    func = "gaussian_kl"
+    m1, c1 = _as_gaussian(mean1, cov1, 1, func)
+    m2, c2 = _as_gaussian(mean2, cov2, 2, func)
+    _check_same_dim(m1, m2, func)
+    l1 = _cholesky(c1, "cov1", func)
+    l2 = _cholesky(c2, "cov2", func)
+    d = m1.shape[0]
+    a = solve_triangular(l2, l1, lower=True)  # L2⁻¹ L1: tr(C2⁻¹ C1) = |A|_F²
+    z = solve_triangular(l2, m2 - m1, lower=True)
+    logdet1 = 2.0 * float(np.log(np.diag(l1)).sum())
+    logdet2 = 2.0 * float(np.log(np.diag(l2)).sum())
+    kl = 0.5 * (float(np.sum(a * a)) + float(z @ z) - d + logdet2 - logdet1)
+    return max(kl, 0.0)
+
+
+def fit_gaussian(x: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Sample mean `(D,)` and unbiased sample covariance `(D, D)` of `x` (N, D), N >= 2,
+    as float64 numpy arrays (computed in torch on the input's device)."""
+    t = _as_points(x, "x", "fit_gaussian", min_points=2)
+    mean = t.mean(dim=0)
+    xc = t - mean
+    cov = (xc.T @ xc) / (t.shape[0] - 1)
+    cov = 0.5 * (cov + cov.T)
+    return mean.cpu().numpy(), cov.cpu().numpy()

@@ -1,0 +1,170 @@
+"""The `run` block: what to sample, with which fields, solver, grid and clock.
+
+Entries come from the spec (merged up its `extends` chain) and are overridden by the CLI.
+Each entry is validated here, and a bad one is reported at its place in the spec (or as the
+command-line option it came from).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from dfc.errors import ConfigError, DfcError, Span
+from dfc.syntax import RCall, RunEntry, parse_run_value, run_text
+
+SOLVERS = ("euler", "heun", "milstein", "srk")
+BACKENDS = ("native", "torchsde")
+GRIDS = ("uniform", "karras")
+CLOCKS = ("t", "sigma", "sigma2", "logsigma")
+ESTIMATORS = ("kde", "gauss", "closed")
+KEYS = ("target", "fields", "solver", "backend", "steps", "grid", "clock", "time", "samples", "seed",
+        "device", "denoise")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    target: str = "ring8"
+    target_options: tuple = ()  # (name, value) pairs, for gaussian(...) / gmm(...)
+    estimator: str | None = None  # population estimate of s_p (MATH §5); None: chosen when needed
+    estimator_options: tuple = ()
+    solver: str = "euler"
+    backend: str = "native"
+    steps: int = 32
+    grid: str = "uniform"
+    rho: float = 7.0
+    clock: str = "t"
+    time: tuple[float, float] = (0.0, 1.0)
+    samples: int = 4000
+    seed: int = 0
+    device: str = "cpu"
+    denoise: bool = False
+    spans: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def nfe_per_step(self) -> int:
+        return 2 if self.solver == "heun" else 1
+
+    def describe(self) -> dict:
+        out = {k: getattr(self, k) for k in KEYS if k not in ("fields", "target")}
+        out["target"] = self.target + (f"({_kw(self.target_options)})" if self.target_options else "")
+        out["fields"] = "exact" + (f" + {self.estimator}" if self.estimator else "") + (
+            f"({_kw(self.estimator_options)})" if self.estimator_options else "")
+        out["grid"] = self.grid + (f"(rho = {self.rho:g})" if self.grid == "karras" else "")
+        out["time"] = list(self.time)
+        return out
+
+
+def _kw(pairs) -> str:
+    return ", ".join(f"{k} = {run_text(v)}" for k, v in pairs)
+
+
+def _err(entry_key: str, message: str, span: Span | None, hint: str | None = None) -> ConfigError:
+    where = "" if span is not None else f"run entry `{entry_key}`: "
+    return ConfigError(where + message, span, hint)
+
+
+def _number(key, value, span, kind=float, lo=None, strict=False):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _err(key, f"`{key}` must be a number, got {run_text(value)}.", span)
+    if kind is int and float(value) != int(value):
+        raise _err(key, f"`{key}` must be a whole number, got {value}.", span)
+    v = kind(value)
+    if lo is not None and (v <= lo if strict else v < lo):
+        raise _err(key, f"`{key}` must be {'>' if strict else '>='} {lo}, got {v}.", span)
+    return v
+
+
+def _choice(key, value, options, span):
+    if not isinstance(value, str) or value not in options:
+        raise _err(key, f"`{key}` must be one of {', '.join(options)}; got {run_text(value)}.", span)
+    return value
+
+
+def apply_entry(cfg: RunConfig, key: str, value, span: Span | None) -> RunConfig:
+    spans = dict(cfg.spans)
+    spans[key] = span
+    cfg = replace(cfg, spans=spans)
+    if key == "target":
+        if isinstance(value, RCall):
+            return replace(cfg, target=value.name, target_options=value.kwargs)
+        if isinstance(value, str):
+            return replace(cfg, target=value, target_options=())
+        raise _err(key, "`target` is a name (ring8, grid25, checkerboard), a call such as "
+                        "gaussian(mean = [0, 0], cov = [[1, 0], [0, 1]]), or a \"file.npy\".", span)
+    if key == "fields":
+        parts = list(value) if isinstance(value, tuple) else [value]
+        names = [p.name if isinstance(p, RCall) else p for p in parts]
+        if not names or names[0] != "exact" or len(parts) > 2:
+            raise _err(key, f"`fields` is `exact` optionally plus one population estimate of s_p "
+                            f"({', '.join(ESTIMATORS)}), e.g. exact + kde(h = 0.2); got {run_text(value)}.", span)
+        if len(parts) == 1:
+            return replace(cfg, estimator=None, estimator_options=())
+        est = parts[1]
+        name = _choice(key, est.name if isinstance(est, RCall) else est, ESTIMATORS, span)
+        opts = est.kwargs if isinstance(est, RCall) else ()
+        for k, v in opts:
+            if name != "kde" or k != "h":
+                raise _err(key, f"estimator {name} has no option {k!r} (kde takes h).", span)
+            _number(key, v, span, lo=0, strict=True)
+        return replace(cfg, estimator=name, estimator_options=opts)
+    if key == "solver":
+        return replace(cfg, solver=_choice(key, value, SOLVERS, span))
+    if key == "backend":
+        return replace(cfg, backend=_choice(key, value, BACKENDS, span))
+    if key == "steps":
+        return replace(cfg, steps=_number(key, value, span, int, lo=1))
+    if key == "samples":
+        return replace(cfg, samples=_number(key, value, span, int, lo=2))
+    if key == "seed":
+        return replace(cfg, seed=_number(key, value, span, int, lo=0))
+    if key == "grid":
+        if isinstance(value, RCall) and value.name == "karras":
+            rho = 7.0
+            for k, v in value.kwargs:
+                if k != "rho":
+                    raise _err(key, f"karras(...) takes rho, not {k!r}.", span)
+                rho = _number(key, v, span, lo=0, strict=True)
+            return replace(cfg, grid="karras", rho=rho)
+        return replace(cfg, grid=_choice(key, value, GRIDS, span))
+    if key == "clock":
+        return replace(cfg, clock=_choice(key, value, CLOCKS, span))
+    if key == "time":
+        if not (isinstance(value, list) and len(value) == 2):
+            raise _err(key, f"`time` is [t0, t1], got {run_text(value)}.", span)
+        t0, t1 = (_number(key, v, span) for v in value)
+        if not t1 > t0:
+            raise _err(key, f"`time` must have t0 < t1, got [{t0}, {t1}].", span)
+        return replace(cfg, time=(t0, t1))
+    if key == "device":
+        if not isinstance(value, str):
+            raise _err(key, "`device` is a torch device name such as cpu or cuda.", span)
+        return replace(cfg, device=value)
+    if key == "denoise":
+        if not isinstance(value, bool):
+            raise _err(key, "`denoise` is true or false.", span)
+        return replace(cfg, denoise=value)
+    raise _err(key, f"unknown run entry `{key}`.", span, f"Entries: {', '.join(KEYS)}.")
+
+
+def run_config(entries: tuple[RunEntry, ...], overrides: dict[str, str] | None = None) -> RunConfig:
+    """Spec entries first, then command-line overrides (`{"steps": "16", "target": "grid25"}`)."""
+    cfg = RunConfig()
+    for e in entries:
+        cfg = apply_entry(cfg, e.key, e.value, e.span)
+    for key, text in (overrides or {}).items():
+        if key not in KEYS:
+            raise ConfigError(f"unknown run setting {key!r}.", None, f"Settings: {', '.join(KEYS)}.")
+        try:
+            raw = key == "device" or str(text).endswith(".npy")  # device names and file names are taken as typed
+            value = str(text) if raw else parse_run_value(str(text), f"--{key}")
+        except DfcError as exc:
+            raise ConfigError(f"--{key} {text}: {exc.message}", None, exc.hint) from None
+        cfg = apply_entry(cfg, key, value, None)
+    try:  # a cuda device that does not exist is a setting error, said before any work
+        import torch
+
+        torch.empty(0, device=cfg.device)
+    except (RuntimeError, AssertionError) as exc:
+        raise ConfigError(f"device {cfg.device!r} is not available here ({str(exc).splitlines()[0]}).",
+                          cfg.spans.get("device"), "Use --device cpu.") from None
+    return cfg

@@ -1,0 +1,146 @@
+"""Each error of `dfc check` is produced, with its place, by a small bad spec (issue: item 6)."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from typer.testing import CliRunner
+
+from dfc.cli import app
+from dfc.compiler import compile_spec
+from dfc.errors import ConfigError, DfcError, IllPosedError, SpecCycleError, SpecNameError, SpecSyntaxError
+from dfc.spec import load_spec
+
+GOOD = """\
+spec good "a well-posed VE-type spec"
+  param s = 2
+  sigma(t) = s*(1 - t) + 0.1
+  u(t) = 1
+  f(x, t) = 0
+  lambda2(t) = -d/dt(sigma(t)^2)
+  g2(t) = 2*lambda2(t)
+  beta(t) = g2(t)/2
+end
+"""
+
+
+def write(tmp_path, text, name="bad.dfs"):
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def error_of(path, sets=None, run=None) -> DfcError:
+    with pytest.raises(DfcError) as info:
+        compile_spec(load_spec(path), sets, run)
+    return info.value
+
+
+def replace_line(old, new):
+    assert old in GOOD
+    return GOOD.replace(old, new)
+
+
+def test_good_spec_compiles(tmp_path):
+    spec = compile_spec(load_spec(write(tmp_path, GOOD)))
+    assert spec.at("sigma", 0.0) == pytest.approx(2.1)
+    # lambda2 = -d/dt (s(1-t)+0.1)^2 = 2 s (s(1-t)+0.1)
+    assert spec.at("lambda2", 0.5) == pytest.approx(2 * 2 * 1.1)
+
+
+@pytest.mark.parametrize(
+    "old,new,kind,line,col,words",
+    [
+        ("u(t) = 1", "u(t) = 1 +* 2", SpecSyntaxError, 4, 13, "syntax error: unexpected '*'"),
+        ("u(t) = 1", "u(t) = 1 + unknown_thing", SpecNameError, 4, 14, "unknown name 'unknown_thing'"),
+        ("u(t) = 1", "u(t) = erf(t) + 1", SpecNameError, 4, 10, "unknown function 'erf'"),
+        ("u(t) = 1", "u(t) = exp(t, 2)", SpecNameError, 4, 10, "exp takes 1 argument, got 2"),
+        ("u(t) = 1", "u(t) = clamp(t, 1)", SpecNameError, 4, 10, "clamp takes 3 arguments, got 2"),
+        ("u(t) = 1", "u(t) = 1\n  a(t) = b(t)\n  b(t) = a(t) + 1", SpecCycleError, 6, 10, "refer to themselves"),
+        ("g2(t) = 2*lambda2(t)", "g2(t) = 0.5*lambda2(t)", IllPosedError, 7, 3, "g² − λ² is negative at t = 0"),
+        ("beta(t) = g2(t)/2", "beta(t) = g2(t)/2 - 10*t", IllPosedError, 8, 3, "beta must be >= 0"),
+        ("u(t) = 1", "u(t) = 1 - 2*t", IllPosedError, 4, 3, "u(t) must be > 0"),
+        ("sigma(t) = s*(1 - t) + 0.1", "sigma(t) = s*(0.5 - t)", IllPosedError, 3, 3, "sigma(t) must be >= 0"),
+        ("f(x, t) = 0", "f(x, t) = x/(t - 0.5)", IllPosedError, 5, 3, "f is not finite at t = 0.5"),
+        ("u(t) = 1", "u(t) = 1\n  u(t) = 2", SpecNameError, 5, 3, "defined twice"),
+        ("g2(t) = 2*lambda2(t)", "g2(t) = 2*lambda2(t)\n  g(t) = 1", SpecNameError, 8, 3, "either g or g2"),
+        ("f(x, t) = 0", "f(x, t) = D(x, t)", SpecNameError, 5, 3, "only beta may depend on the discriminator"),
+        ("u(t) = 1", "u(t) = x", SpecNameError, 4, 10, "'x' is not an argument of u"),
+    ],
+)
+def test_error_has_place(tmp_path, old, new, kind, line, col, words):
+    path = write(tmp_path, replace_line(old, new))
+    err = error_of(path)
+    assert isinstance(err, kind), err.render()
+    assert words in err.message, err.render()
+    assert err.span is not None and (err.span.line, err.span.column) == (line, col), err.render()
+    rendered = err.render()
+    assert rendered.startswith(f"error: {path}:{line}:{col}: ")
+    assert "^" in rendered  # the caret under the place
+
+
+def test_ill_posed_names_the_time(tmp_path):
+    # g2 < lambda2 only for t > 0.5: the error names that t
+    path = write(tmp_path, replace_line("g2(t) = 2*lambda2(t)", "g2(t) = lambda2(t)*(1.5 - t)"))
+    err = error_of(path)
+    assert isinstance(err, IllPosedError)
+    t = float(err.message.split("negative at t = ")[1].split(" ")[0])
+    assert t == pytest.approx(0.5, abs=1e-3)
+
+
+def test_cyclic_extends(tmp_path):
+    write(tmp_path, GOOD.replace('spec good "', 'spec a extends b "'), "a.dfs")
+    write(tmp_path, GOOD.replace('spec good "', 'spec b extends a "'), "b.dfs")
+    with pytest.raises(SpecCycleError) as info:
+        load_spec(tmp_path / "a.dfs")
+    assert "cycle" in info.value.message and info.value.span.line == 1
+
+
+def test_unknown_parent(tmp_path):
+    p = write(tmp_path, GOOD.replace('spec good "', 'spec a extends nothing_like_this "'))
+    with pytest.raises(SpecNameError) as info:
+        load_spec(p)
+    assert info.value.span.line == 1 and info.value.span.column == 16
+
+
+@pytest.mark.parametrize("sets,words", [
+    ({"nope": "1"}, "has no param 'nope'"),
+    ({"s": "1 +"}, "is not a number"),
+    ({"s": "zz"}, "is not a number"),
+])
+def test_bad_set(tmp_path, sets, words):
+    err = error_of(write(tmp_path, GOOD), sets)
+    assert isinstance(err, ConfigError) and words in err.message
+
+
+def test_set_changes_value_and_can_make_ill_posed(tmp_path):
+    p = write(tmp_path, GOOD)
+    assert compile_spec(load_spec(p), {"s": "3"}).at("sigma", 0.0) == pytest.approx(3.1)
+    err = error_of(p, {"s": "-1"})  # sigma(0) = -0.9 < 0
+    assert isinstance(err, IllPosedError) and "sigma" in err.message
+
+
+@pytest.mark.parametrize("run,words", [
+    ({"steps": "0"}, "`steps` must be >= 1"),
+    ({"solver": "rk45"}, "`solver` must be one of"),
+    ({"grid": "karras(r = 2)"}, "karras(...) takes rho"),
+    ({"fields": "exact + magic"}, "`fields` must be one of"),
+    ({"time": "[1, 0]"}, "t0 < t1"),
+    ({"device": "cuda:7"}, "not available"),
+])
+def test_bad_run_options(tmp_path, run, words):
+    err = error_of(write(tmp_path, GOOD), None, run)
+    assert isinstance(err, ConfigError) and words in err.message, err.render()
+
+
+def test_cli_error_is_one_paragraph_exit_2(tmp_path):
+    path = write(tmp_path, replace_line("u(t) = 1", "u(t) = 1 +* 2"))
+    result = CliRunner().invoke(app, ["check", str(path)])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert f"{path}:4:13" in result.output
+    result = CliRunner().invoke(app, ["run", str(write(tmp_path, GOOD, "g.dfs")), "--set", "s=oops",
+                                      "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "Traceback" not in result.output and "--set s=oops" in result.output
+    assert not (tmp_path / "o").exists()  # nothing written before the error

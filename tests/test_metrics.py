@@ -1,0 +1,209 @@
+"""Sample-quality metrics against known answers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dfc import metrics
+from dfc.errors import DataError
+from dfc.metrics import (
+    energy_distance,
+    fit_gaussian,
+    gaussian_kl,
+    gaussian_w2,
+    mmd,
+    projection_directions,
+    sliced_w2,
+)
+
+
+def randn(*shape, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+
+def random_spd(d, seed):
+    a = randn(d, d, seed=seed)
+    return a @ a.T + 0.5 * torch.eye(d, dtype=torch.float64)
+
+
+# --------------------------------------------------------------------------- sliced W2
+
+
+def test_sliced_w2_of_a_shift_is_the_projected_shift():
+    a = randn(400, 3, seed=1)
+    v = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    got = sliced_w2(a, a + v, n_proj=2000, seed=7)
+    theta = projection_directions(3, 2000, seed=7)
+    exact = math.sqrt(float(((theta @ v) ** 2).mean()))
+    assert got == pytest.approx(exact, rel=1e-9)
+    assert got == pytest.approx(float(v.norm()) / math.sqrt(3), rel=0.05)
+
+
+def test_sliced_w2_identical_sets_is_zero():
+    a = randn(300, 4, seed=2)
+    assert sliced_w2(a, a) == 0.0
+    assert sliced_w2(a, a.clone()[torch.randperm(300)]) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_sliced_w2_symmetric_and_seeded():
+    a = randn(300, 2, seed=3)
+    b = randn(200, 2, seed=4) * 1.5 + 0.3
+    c = randn(300, 2, seed=5) + 1.0
+    assert sliced_w2(a, b) == pytest.approx(sliced_w2(b, a), rel=1e-12)
+    assert sliced_w2(a, c) == pytest.approx(sliced_w2(c, a), rel=1e-12)
+    assert sliced_w2(a, b, seed=11) == sliced_w2(a, b, seed=11)
+    assert sliced_w2(a, b, seed=11) != sliced_w2(a, b, seed=12)
+    assert torch.equal(projection_directions(5, 10, 3), projection_directions(5, 10, 3))
+    assert torch.allclose(projection_directions(5, 10, 3).norm(dim=1), torch.ones(10, dtype=torch.float64))
+
+
+def test_sliced_w2_unequal_sizes_matches_1d_gaussian_closed_form():
+    # W2(N(0, 1), N(1, 2²))² = (0 - 1)² + (1 - 2)² = 2; in 1-D every projection is ±1.
+    a = randn(20_000, 1, seed=6)
+    b = 1.0 + 2.0 * randn(30_000, 1, seed=7)
+    assert sliced_w2(a, b, n_proj=8) == pytest.approx(math.sqrt(2.0), rel=0.03)
+    # A 1-D array is read as N points in one dimension.
+    assert sliced_w2(a[:, 0], b[:, 0], n_proj=8) == pytest.approx(sliced_w2(a, b, n_proj=8), rel=1e-12)
+
+
+def test_sliced_w2_unequal_sizes_of_duplicated_set_is_zero():
+    # b is a with every point repeated twice: same empirical law, so the quantiles agree.
+    a = randn(100, 2, seed=8)
+    b = torch.cat([a, a])
+    assert sliced_w2(a, b) == pytest.approx(0.0, abs=0.02 * sliced_w2(a, a + 1.0))
+
+
+def test_blocking_does_not_change_results(monkeypatch):
+    a = randn(150, 3, seed=9)
+    b = randn(130, 3, seed=10) + 0.4
+    full = (sliced_w2(a, b), mmd(a, b), energy_distance(a, b))
+    monkeypatch.setattr(metrics, "_BLOCK_ELEMENTS", 97)
+    small = (sliced_w2(a, b), mmd(a, b), energy_distance(a, b))
+    assert small == pytest.approx(full, rel=1e-10)
+
+
+def test_numpy_and_torch_inputs_agree():
+    a = randn(100, 2, seed=11)
+    b = randn(120, 2, seed=12) + 0.5
+    for f in (sliced_w2, mmd, energy_distance):
+        assert f(a.numpy(), b.numpy()) == pytest.approx(f(a, b), rel=1e-12)
+        assert f(a.float(), b.tolist()) == pytest.approx(f(a, b), rel=1e-5)
+
+
+# --------------------------------------------------------------------------- MMD, energy
+
+
+def test_mmd_small_for_same_law_and_grows_with_shift():
+    a = randn(500, 2, seed=13)
+    a2 = randn(500, 2, seed=14)
+    assert mmd(a, a) == 0.0
+    same = mmd(a, a2)
+    shifted = [mmd(a, a2 + s) for s in (0.25, 0.5, 1.0)]
+    assert same < 0.05
+    assert same < shifted[0] < shifted[1] < shifted[2]
+    assert shifted[0] > 0.1
+
+
+def test_mmd_matches_direct_formula():
+    a = randn(60, 3, seed=15)
+    b = randn(70, 3, seed=16) + 0.3
+    scales = [0.4, 1.0, 2.5]
+
+    def k(x, y):
+        d2 = torch.cdist(x, y) ** 2
+        return sum(torch.exp(-d2 / (2 * s * s)) for s in scales)
+
+    kxx, kyy, kxy = k(a, a), k(b, b), k(a, b)
+    n, m = len(a), len(b)
+    mmd2 = (
+        (kxx.sum() - kxx.diag().sum()) / (n * (n - 1))
+        + (kyy.sum() - kyy.diag().sum()) / (m * (m - 1))
+        - 2 * kxy.mean()
+    )
+    assert mmd(a, b, scales=scales) == pytest.approx(math.sqrt(float(mmd2)), rel=1e-9)
+    # The default scales differ by factors of 2; the squaring shortcut must agree with exp.
+    default = metrics.default_mmd_scales(a, b)
+    assert [s / default[2] for s in default] == pytest.approx([0.25, 0.5, 1, 2, 4])
+    wobble = [s * (1 + 1e-7 * i) for i, s in enumerate(default)]  # forces plain exps
+    assert mmd(a, b) == pytest.approx(mmd(a, b, scales=wobble), rel=1e-5)
+
+
+def test_energy_distance_of_point_masses():
+    for c in (3.0, -0.5):
+        a = torch.zeros(40, 1, dtype=torch.float64)
+        b = torch.full((25, 1), c, dtype=torch.float64)
+        assert energy_distance(a, b) == pytest.approx(math.sqrt(2 * abs(c)), rel=1e-12)
+    a = torch.zeros(10, 2, dtype=torch.float64)
+    b = torch.tensor([[3.0, 4.0]] * 12, dtype=torch.float64)
+    assert energy_distance(a, b) == pytest.approx(math.sqrt(10.0), rel=1e-12)
+    x = randn(200, 2, seed=17)
+    assert energy_distance(x, x) == 0.0
+    assert energy_distance(x, x + 1.0) > energy_distance(x, x + 0.5) > 0.0
+
+
+# --------------------------------------------------------------------------- Gaussians
+
+
+def test_gaussian_kl_matches_torch():
+    d = 4
+    m1, m2 = randn(d, seed=18), randn(d, seed=19)
+    c1, c2 = random_spd(d, 20), random_spd(d, 21)
+    ref = torch.distributions.kl_divergence(
+        torch.distributions.MultivariateNormal(m1, c1),
+        torch.distributions.MultivariateNormal(m2, c2),
+    )
+    assert gaussian_kl(m1, c1, m2, c2) == pytest.approx(float(ref), rel=1e-9)
+    assert gaussian_kl(m1.numpy(), c1.numpy(), m1.numpy(), c1.numpy()) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_gaussian_w2_commuting_covariances():
+    m1 = np.array([0.0, 1.0, -2.0])
+    m2 = np.array([1.0, 1.5, 0.0])
+    a = np.array([1.0, 4.0, 0.25])
+    b = np.array([2.0, 1.0, 0.0])  # singular is allowed
+    want = math.sqrt(np.sum((m1 - m2) ** 2) + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2))
+    assert gaussian_w2(m1, np.diag(a), m2, np.diag(b)) == pytest.approx(want, rel=1e-10)
+    # Rotating both Gaussians by the same orthogonal matrix changes nothing.
+    q, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((3, 3)))
+    got = gaussian_w2(q @ m1, q @ np.diag(a) @ q.T, q @ m2, q @ np.diag(b) @ q.T)
+    assert got == pytest.approx(want, rel=1e-7)
+    c = random_spd(3, 22).numpy()
+    assert gaussian_w2(m1, c, m1, c) == pytest.approx(0.0, abs=1e-6)
+    # 1-D scalars.
+    assert gaussian_w2([0.0], 1.0, [1.0], 4.0) == pytest.approx(math.sqrt(2.0))
+
+
+def test_fit_gaussian():
+    x = randn(1000, 3, seed=23) * torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64) + 1.0
+    mean, cov = fit_gaussian(x)
+    assert isinstance(mean, np.ndarray) and mean.shape == (3,) and cov.shape == (3, 3)
+    np.testing.assert_allclose(mean, x.numpy().mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(cov, np.cov(x.numpy(), rowvar=False), rtol=1e-10)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_bad_inputs_raise_data_error():
+    a = randn(10, 2)
+    bad = a.clone()
+    bad[3, 1] = float("nan")
+    with pytest.raises(DataError, match="`b`.*non-finite"):
+        sliced_w2(a, bad)
+    with pytest.raises(DataError, match="dimensions"):
+        mmd(a, randn(10, 3))
+    with pytest.raises(DataError, match="at least 2"):
+        energy_distance(a, a[:1])
+    with pytest.raises(DataError, match="shape"):
+        sliced_w2(randn(2, 3, 4), a)
+    with pytest.raises(DataError, match="positive"):
+        mmd(a, a, scales=[1.0, -1.0])
+    with pytest.raises(DataError, match="positive definite"):
+        gaussian_kl(np.zeros(2), np.diag([1.0, 0.0]), np.zeros(2), np.eye(2))
+    with pytest.raises(DataError, match="cov1"):
+        gaussian_w2(np.zeros(2), np.eye(3), np.zeros(2), np.eye(2))
