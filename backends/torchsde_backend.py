@@ -30,9 +30,11 @@ class DiffFlowSDE(torch.nn.Module):
         return y.new_full(y.shape, self.drift.noise(float(t)))
 
 
-def brownian(x0: torch.Tensor, t0: float, t1: float, seed: int) -> torchsde.BrownianInterval:
-    return torchsde.BrownianInterval(t0=t0, t1=t1, size=tuple(x0.shape), dtype=x0.dtype, device=x0.device,
-                                     entropy=seed)
+def brownian(x0: torch.Tensor, ts: torch.Tensor, seed: int, method: str = "euler") -> torchsde.BrownianInterval:
+    """Brownian motion over the grid (ends as the state's dtype rounds them); srk needs its Lévy area."""
+    levy = "space-time" if method == "srk" else "none"
+    return torchsde.BrownianInterval(t0=float(ts[0]), t1=float(ts[-1]), size=tuple(x0.shape), dtype=x0.dtype,
+                                     device=x0.device, entropy=seed, levy_area_approximation=levy)
 
 
 def integrate(drift, x0: torch.Tensor, ts: np.ndarray, method: str = "euler", seed: int = 0,
@@ -43,12 +45,12 @@ def integrate(drift, x0: torch.Tensor, ts: np.ndarray, method: str = "euler", se
                           "Use `backend = native` for other clocks, or `clock = t`.")
     drift.prepare(ts)
     sde = DiffFlowSDE(drift)
-    bm = bm if bm is not None else brownian(x0, float(ts[0]), float(ts[-1]), seed)
+    grid = torch.tensor(ts, dtype=x0.dtype, device=x0.device)
+    bm = bm if bm is not None else brownian(x0, grid, seed, method)
     x = x0
     for i in range(len(ts) - 1):
-        span = torch.tensor([ts[i], ts[i + 1]], dtype=x0.dtype, device=x0.device)
         with torch.no_grad():
-            x = torchsde.sdeint(sde, x, span, method=method, dt=float(ts[i + 1] - ts[i]), bm=bm)[-1]
+            x = torchsde.sdeint(sde, x, grid[i : i + 2], method=method, dt=float(grid[i + 1] - grid[i]), bm=bm)[-1]
         if progress is not None:
             progress(i + 1)
     return x

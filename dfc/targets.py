@@ -63,7 +63,8 @@ _LOG_HALF = -_LN2
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _LOG_SQRT_2_OVER_PI = 0.5 * math.log(2.0 / math.pi)  # log(phi(x) / Phi(x)) = this - log erfcx(-x/sqrt2)
 _EXP_FLOOR = -80.0  # exp(x - max) is floored at e^-80 (see module docstring)
-_DEFAULT_MAX_ELEMENTS = 2**22  # largest (components x points) block a mixture evaluates at once
+_DEFAULT_MAX_ELEMENTS = 2**24  # hard cap on (components x points) entries evaluated at once
+_BLOCK_ELEMENTS = 2**17  # preferred (components x points) block size (cache-sized)
 _DIRECT_DIM_LIMIT = 8  # up to this dimension, squared distances are formed per coordinate (most accurate)
 _DIRECT_K_LIMIT = 64  # up to this many components, the score is summed from m_k - y directly
 
@@ -103,6 +104,11 @@ def _check_dtype(dtype: torch.dtype | None) -> torch.dtype:
 def _log1mexp(x: Tensor) -> Tensor:
     """log(1 - exp(x)) for x < 0, accurate for x near 0 and for x very negative."""
     return torch.where(x > -_LN2, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def _cols(rows: Tensor) -> Tensor:
+    """(D, N) -> contiguous (N, D); stack is faster than .T.contiguous() for small D."""
+    return torch.stack(rows.unbind(0), dim=1)
 
 
 def _fmt(x: float) -> str:
@@ -312,6 +318,7 @@ class Gaussian(Target):
     def _derive(self, p: dict[str, Tensor]) -> None:
         p["UT"] = p["U"].T.contiguous()
         p["cholT"] = p["chol"].T.contiguous()
+        p["mean_col"] = p["mean"].unsqueeze(1)
 
     @property
     def gaussian(self) -> tuple[Tensor, Tensor]:
@@ -319,12 +326,14 @@ class Gaussian(Target):
         return p["mean"].clone(), p["cov"].clone()
 
     def _evaluate(self, y: Tensor, sigma: float | Tensor, want_score: bool) -> tuple[Tensor, Tensor | None]:
+        # (D, N) layout: reductions and broadcasts over the few coordinates are much faster
         p = self._params(y.dtype, y.device)
         v = p["lam"] + sigma * sigma  # eigenvalues of cov + sigma^2 I
-        z = (y - p["mean"]) @ p["U"]  # coordinates in the eigenbasis
-        zv = z / v
-        lp = (z * zv).sum(-1).add_(v.log().sum() + self.dim * _LOG_2PI).mul_(-0.5)
-        sc = (zv @ p["UT"]).neg_() if want_score else None
+        z = p["UT"] @ (y.T - p["mean_col"])  # (D, N) coordinates in the eigenbasis
+        zv = z * v.reciprocal().unsqueeze(1)
+        lp = (z * zv).sum(0) + (v.log().sum() + self.dim * _LOG_2PI)
+        lp = lp * -0.5
+        sc = _cols(p["U"] @ zv).neg_() if want_score else None
         return lp, sc
 
     def _sample(self, n, generator, dtype, device):
@@ -395,16 +404,35 @@ def _mixture_block(
     if not want_score:
         return lp, None
     scalar_v = not isinstance(inv_v, Tensor) or inv_v.numel() == 1
-    if not scalar_v:
+    f = ssum.reciprocal()  # (N,): 1 / sum_k e_k, times 1/v when all variances agree
+    if scalar_v:
+        f = f * (inv_v if not isinstance(inv_v, Tensor) else inv_v.reshape(()))
+    else:
         e = e.mul_(inv_v) if inplace else e * inv_v  # r_k / v_k up to the 1/ssum factor
     if keep:
-        sc = torch.stack([(e * t).sum(0) for t in diffs], dim=1)
-        sc = sc / ssum.unsqueeze(1)
+        if inplace:
+            sc = torch.stack([t.mul_(e).sum(0).mul_(f) for t in diffs], dim=1)
+        else:
+            sc = torch.stack([(e * t).sum(0) * f for t in diffs], dim=1)
     else:
-        sc = (means.T @ e).T / ssum.unsqueeze(1) - (y if scalar_v else y * (e.sum(0) / ssum).unsqueeze(1))
-    if scalar_v:
-        sc = sc * inv_v if not isinstance(inv_v, Tensor) else sc * inv_v.reshape(())
+        mT = (means.T @ e) * f  # (D, N): sum_k r_k m_k / v_k
+        if scalar_v:
+            sc = _cols(mT) - y * (inv_v if not isinstance(inv_v, Tensor) else inv_v.reshape(()))
+        else:
+            sc = _cols(mT) - y * (e.sum(0) * f).unsqueeze(1)
     return lp, sc
+
+
+def _block_rows(N: int, K: int, max_elements: int) -> int:
+    """Rows per block: about _BLOCK_ELEMENTS (K x rows) entries, so temporaries stay in cache
+    and the allocator reuses memory instead of faulting in fresh pages; at least 64 rows unless
+    that would exceed max_elements; blocks of equal size."""
+    K = max(K, 1)
+    rows = max(1, min(max(64, _BLOCK_ELEMENTS // K), int(max_elements) // K))
+    if rows >= N:
+        return N
+    nblocks = -(-N // rows)
+    return -(-N // nblocks)
 
 
 def _mixture_eval(
@@ -416,16 +444,24 @@ def _mixture_eval(
     want_score: bool,
     max_elements: int,
 ) -> tuple[Tensor, Tensor | None]:
-    """_mixture_block over chunks of points so no (K x chunk) array exceeds max_elements."""
+    """_mixture_block over blocks of points (see _block_rows)."""
     inplace = not (
         torch.is_grad_enabled()
         and any(isinstance(v, Tensor) and v.requires_grad for v in (y, means, const, neg_half_inv_v, inv_v))
     )
     N = y.shape[0]
-    K = means.shape[0]
-    rows = max(1, int(max_elements) // max(K, 1))
+    rows = _block_rows(N, means.shape[0], max_elements)
     if N <= rows:
         return _mixture_block(y, means, const, neg_half_inv_v, inv_v, want_score, inplace)
+    if inplace:
+        lp_out = torch.empty(N, dtype=y.dtype, device=y.device)
+        sc_out = torch.empty(N, y.shape[1], dtype=y.dtype, device=y.device) if want_score else None
+        for i in range(0, N, rows):
+            lp, sc = _mixture_block(y[i : i + rows], means, const, neg_half_inv_v, inv_v, want_score, inplace)
+            lp_out[i : i + rows] = lp
+            if sc_out is not None:
+                sc_out[i : i + rows] = sc
+        return lp_out, sc_out
     lps, scs = [], []
     for i in range(0, N, rows):
         lp, sc = _mixture_block(y[i : i + rows], means, const, neg_half_inv_v, inv_v, want_score, inplace)
@@ -602,17 +638,53 @@ class BoxUnion(Target):
         super().__init__(D, name, dtype=dtype, device=device)
         width = b - a
         master = {"a": a, "b": b, "width": width, "weights": w, "logc": w.log() - width.log().sum(1)}
-        # distinct edge values per coordinate, and each box's edge indices into them
+        # distinct intervals per coordinate, and each box's index into them
         for d in range(D):
-            edges, inv = torch.unique(torch.cat([a[:, d], b[:, d]]), return_inverse=True)
-            master[f"edges{d}"] = edges.unsqueeze(1)  # (U, 1)
-            master[f"ia{d}"] = inv[:K].clone()
-            master[f"ib{d}"] = inv[K:].clone()
+            iv, inv = torch.unique(torch.stack([a[:, d], b[:, d]], dim=1), dim=0, return_inverse=True)
+            master[f"lo{d}"] = iv[:, 0:1].contiguous()  # (U, 1) interval starts
+            master[f"hi{d}"] = iv[:, 1:2].contiguous()  # (U, 1) interval ends
+            master[f"box{d}"] = inv.reshape(K)
         self._master = master
 
     def _derive(self, p):
         p["logc_col"] = p["logc"].unsqueeze(1)
-        p["widthT"] = p["width"].T.unsqueeze(2).contiguous()  # (D, K, 1)
+
+    @staticmethod
+    def _interval(
+        t_a: Tensor, t_b: Tensor, wdt: Tensor, want_score: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        """log(Phi(t_b) - Phi(t_a)) and (phi(t_a) - phi(t_b)) / (Phi(t_b) - Phi(t_a)), t_a < t_b.
+
+        wdt = t_b - t_a (exact, from the interval width). See the class docstring.
+        """
+        swap = t_a > 0  # both ends in the upper tail: mirror, Phi(b) - Phi(a) = Phi(-a) - Phi(-b)
+        lo = torch.where(swap, -t_b, t_a)  # lo <= 0
+        hi = torch.where(swap, -t_a, t_b)
+        lo2 = lo * lo
+        hi2 = hi * hi
+        E_lo = torch.special.erfcx(lo * -_INV_SQRT2).log()  # log erfcx(|lo|/sqrt2)
+        E_hi = torch.special.erfcx(hi.abs() * _INV_SQRT2).log()  # log erfcx(|hi|/sqrt2)
+        hi_neg = hi < 0
+        ln_lo = (_LOG_HALF + E_lo) - 0.5 * lo2  # log Phi(lo)
+        # log Phi(hi): lower tail via erfcx, upper tail as log1p(-Phi(-hi))
+        ln_hi = torch.where(
+            hi_neg,
+            (_LOG_HALF + E_hi) - 0.5 * hi2,
+            torch.log1p((E_hi - 0.5 * hi2).clamp_min(_EXP_FLOOR).exp() * -0.5),
+        )
+        # delta = log Phi(lo) - log Phi(hi); for hi < 0 without the lo^2/2 - hi^2/2 cancellation
+        delta = torch.where(hi_neg, 0.5 * wdt * (hi + lo) + (E_lo - E_hi), ln_lo - ln_hi)
+        L1 = _log1mexp(delta)
+        logZ = ln_hi + L1
+        if not want_score:
+            return logZ, None
+        # log(phi/Phi) at both ends; phi(x)/Phi(x) = sqrt(2/pi)/erfcx(-x/sqrt2)
+        m_hi = torch.where(hi_neg, _LOG_SQRT_2_OVER_PI - E_hi, -0.5 * hi2 - 0.5 * _LOG_2PI - ln_hi)
+        m_lo = _LOG_SQRT_2_OVER_PI - E_lo
+        t_hi = (m_hi - L1).clamp_min(_EXP_FLOOR).exp()  # phi(hi) / Z
+        t_lo = (m_lo + delta - L1).clamp_min(_EXP_FLOOR).exp()  # phi(lo) / Z
+        sign = 1.0 - 2.0 * swap.to(t_lo.dtype)
+        return logZ, (t_lo - t_hi) * sign
 
     def _evaluate(self, y, sigma, want_score):
         p = self._params(y.dtype, y.device)
@@ -622,43 +694,22 @@ class BoxUnion(Target):
         logits = p["logc_col"]  # (K, 1) -> (K, N)
         gs: list[Tensor] = []
         for d in range(self.dim):
-            t = (p[f"edges{d}"] - yT[d]) * inv_s  # (U, N): standardised edge positions
-            tsq = t * t
-            E = torch.special.erfcx(t.abs() * _INV_SQRT2).log()  # log erfcx(|t|/sqrt2)
-            lower = _LOG_HALF - 0.5 * tsq + E  # log Phi(-|t|)
-            upper = torch.log1p(-0.5 * (E - 0.5 * tsq).exp())  # log Phi(|t|)
-            neg = t < 0
-            lphi_t = torch.where(neg, lower, upper)  # log Phi(t)
-            lphi_mt = torch.where(neg, upper, lower)  # log Phi(-t)
-            ia, ib = p[f"ia{d}"], p[f"ib{d}"]
-            alpha, beta = t[ia], t[ib]  # (K, N)
-            swap = alpha > 0
-            lo = torch.where(swap, -beta, alpha)  # lo <= 0 always
-            hi = torch.where(swap, -alpha, beta)
-            E_lo = torch.where(swap, E[ib], E[ia])
-            E_hi = torch.where(swap, E[ia], E[ib])
-            ln_lo = torch.where(swap, lphi_mt[ib], lphi_t[ia])  # log Phi(lo)
-            ln_hi = torch.where(swap, lphi_mt[ia], lphi_t[ib])  # log Phi(hi)
-            hi_neg = hi < 0
-            wdt = p["widthT"][d] * inv_s  # (K, 1): hi - lo
-            delta = torch.where(hi_neg, 0.5 * wdt * (hi + lo) + (E_lo - E_hi), ln_lo - ln_hi)
-            L1 = _log1mexp(delta)
-            logits = logits + (ln_hi + L1)
-            if want_score:
-                # log(phi/Phi) at hi and lo, then exp(log phi - log Z) for both ends
-                m_hi = torch.where(hi_neg, _LOG_SQRT_2_OVER_PI - E_hi, -0.5 * hi * hi - 0.5 * _LOG_2PI - ln_hi)
-                m_lo = _LOG_SQRT_2_OVER_PI - E_lo
-                t_hi = (m_hi - L1).clamp_min(_EXP_FLOOR).exp()
-                t_lo = (m_lo + delta - L1).clamp_min(_EXP_FLOOR).exp()
-                gs.append(torch.where(swap, t_hi - t_lo, t_lo - t_hi) * inv_s)
+            a, b = p[f"lo{d}"], p[f"hi{d}"]  # (U, 1)
+            t_a = (a - yT[d]) * inv_s  # (U, N)
+            t_b = (b - yT[d]) * inv_s
+            logZ, g = self._interval(t_a, t_b, (b - a) * inv_s, want_score)
+            box = p[f"box{d}"]
+            logits = logits + logZ.index_select(0, box)
+            if g is not None:
+                gs.append(g.index_select(0, box))
         mx = logits.amax(0).detach()
         e = (logits - mx).clamp_min(_EXP_FLOOR).exp()
         ssum = e.sum(0)
         lp = mx + ssum.log()
         if not want_score:
             return lp, None
-        rho = e / ssum
-        sc = torch.stack([(rho * g).sum(0) for g in gs], dim=1)
+        f = inv_s / ssum  # softmax normaliser and the 1/sigma of d/dy
+        sc = torch.stack([(e * g).sum(0) * f for g in gs], dim=1)
         return lp, sc
 
     def _sample(self, n, generator, dtype, device):

@@ -1,0 +1,80 @@
+"""Overhead of the native sampler: its wall time over NFE × the time of one field evaluation.
+
+ring8, exact fields, 10,000 particles. A field evaluation is everything the drift needs from the
+fields at one time (s_Q, and for specs with a GAN part the population estimate of s_p and the
+smoothed s_Q^h); the sampler adds the drift's combination, the noise and the step. Aim: ≤ 1.05.
+Measured in one run, each number the median of several repetitions.
+
+    python benchmarks/overhead.py [--particles 10000] [--repeats 5] [--specs ve_ode ve_sde diffusion_gan]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from dfc.backends.native import sample as native_sample
+from dfc.compiler import compile_spec
+from dfc.fields import Drift, make_estimator
+from dfc.grids import clock_steps
+from dfc.sample import generator_for, make_run_target, sample_prior
+from dfc.spec import load_spec
+
+
+def measure(name: str, particles: int, repeats: int, steps: int) -> dict:
+    spec = compile_spec(load_spec(name), None, {"target": "ring8", "samples": str(particles), "steps": str(steps)})
+    target = make_run_target(spec)
+    ts = spec.grid()
+    dl, dr = clock_steps(spec, ts)
+    x0 = sample_prior(spec, target, particles, generator_for("cpu", 0))
+    drift = Drift(spec, target, make_estimator(spec, target))
+    drift.prepare(ts)
+    # one field evaluation, at the grid's times, on particles spread like a mid-run batch
+    x_mid = target.sample(particles, generator_for("cpu", 1)) * 1.1
+    field_times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for t in ts[:-1]:
+            drift.fields(x_mid, float(t))
+        field_times.append((time.perf_counter() - start) / (len(ts) - 1))
+    sampler_times, nfe = [], 0
+    for r in range(repeats):
+        d = Drift(spec, target, make_estimator(spec, target))
+        gen = generator_for("cpu", r)
+        start = time.perf_counter()
+        with torch.no_grad():
+            native_sample(d, x0, ts, dl, dr, spec.run.solver, gen)
+        sampler_times.append(time.perf_counter() - start)
+        nfe = d.nfe
+    field = statistics.median(field_times)
+    sampler = statistics.median(sampler_times)
+    return {"spec": name, "nfe": nfe, "field_ms": 1e3 * field, "sampler_s": sampler,
+            "ratio": sampler / (nfe * field)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--particles", type=int, default=10_000)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=32)
+    ap.add_argument("--specs", nargs="+", default=["ve_ode", "ve_sde", "diffusion_gan"])
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"native sampler overhead, ring8, {args.particles} particles, exact fields")
+    for col in ("spec", "NFE", "one field eval (ms)", "sampler (s)", "sampler / (NFE × field)"):
+        table.add_column(col, justify="right")
+    for name in args.specs:
+        steps = args.steps if name != "diffusion_gan" else min(args.steps, 16)
+        m = measure(name, args.particles, args.repeats if name != "diffusion_gan" else 2, steps)
+        table.add_row(m["spec"], str(m["nfe"]), f"{m['field_ms']:.3f}", f"{m['sampler_s']:.3f}", f"{m['ratio']:.3f}")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()

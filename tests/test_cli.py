@@ -1,0 +1,116 @@
+"""The command line as a user meets it: outputs, determinism, explanations, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from dfc.cli import app
+
+runner = CliRunner()
+SMALL = ["--samples", "400", "--steps", "8"]
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_run_writes_outputs_and_is_reproducible(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    r1 = invoke("run", "diffusion_gan", *SMALL, "--out", a)
+    assert r1.exit_code == 0, r1.output
+    r2 = invoke("run", "diffusion_gan", *SMALL, "--out", b)
+    assert r2.exit_code == 0, r2.output
+    x = np.load(a / "samples.npy")
+    assert x.shape == (400, 2) and x.dtype == np.float32
+    assert np.array_equal(x, np.load(b / "samples.npy"))  # same seed, same samples, bit for bit
+    m = json.loads((a / "metrics.json").read_text())
+    for key in ("wall_s", "nfe", "steps", "sliced_w2", "floor", "mmd", "mmd_floor"):
+        assert key in m
+    assert m["nfe"] == 8 and m["steps"] == 8
+    assert (a / "samples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "sliced W2" in r1.output
+    r3 = invoke("run", "diffusion_gan", *SMALL, "--seed", "1", "--out", tmp_path / "c")
+    assert not np.array_equal(x, np.load(tmp_path / "c" / "samples.npy"))
+
+
+def test_run_options_reach_the_run(tmp_path):
+    r = invoke("run", "ve_sde", "--samples", "300", "--steps", "5", "--solver", "heun", "--clock", "sigma",
+               "--grid", "karras(rho = 5)", "--target", "grid25", "--set", "eta=0", "--denoise", "--out", tmp_path)
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["run"]["solver"] == "heun" and m["run"]["clock"] == "sigma" and m["run"]["target"] == "grid25"
+    assert m["run"]["grid"] == "karras(rho = 5)" and m["run"]["denoise"] is True
+    assert m["params"]["eta"] == 0.0
+    assert m["nfe"] == 2 * 5 + 1  # Heun: two evaluations a step, plus the final denoising step
+
+
+@pytest.mark.parametrize("solver", ["euler", "milstein", "srk"])
+def test_torchsde_backend_runs(tmp_path, solver):
+    r = invoke("run", "vp_sde", "--samples", "200", "--steps", "6", "--backend", "torchsde", "--solver", solver,
+               "--out", tmp_path)
+    assert r.exit_code == 0, r.output
+    x = np.load(tmp_path / "samples.npy")
+    assert np.isfinite(x).all() and x.std() > 0.5  # spread toward the ring, not collapsed
+
+
+def test_run_on_a_data_set(tmp_path):
+    pts = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32) * 2
+    np.save(tmp_path / "data.npy", pts)
+    r = invoke("run", "ve_ode", "--samples", "300", "--target", tmp_path / "data.npy", "--out", tmp_path / "o",
+               "--denoise")
+    assert r.exit_code == 0, r.output
+    x = np.load(tmp_path / "o" / "samples.npy")
+    # the ideal denoiser's ODE with a final denoising step lands on the data points
+    d = np.min(np.linalg.norm(x[:, None, :] - pts[None], axis=-1), axis=1)
+    assert np.median(d) < 0.05
+
+
+@pytest.mark.parametrize("content,words", [
+    (np.array([[1.0, np.nan], [0.0, 1.0]]), "NaN"),
+    (np.arange(5.0), "2-D"),
+])
+def test_bad_data_is_refused_without_traceback(tmp_path, content, words):
+    np.save(tmp_path / "bad.npy", content)
+    r = invoke("run", "ve_ode", "--target", tmp_path / "bad.npy", "--out", tmp_path / "o")
+    assert r.exit_code == 2 and "Traceback" not in r.output and "bad.npy" in r.output, r.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_corrupt_npy_is_refused(tmp_path):
+    (tmp_path / "c.npy").write_bytes(b"\x93NUMPY garbage")
+    r = invoke("run", "ve_ode", "--target", tmp_path / "c.npy", "--out", tmp_path / "o")
+    assert r.exit_code == 2 and "Traceback" not in r.output and "c.npy" in r.output, r.output
+
+
+def test_check_explains_and_compares(tmp_path):
+    r = invoke("check", "diffusion_gan")
+    assert r.exit_code == 0, r.output
+    assert "kappa*r(t)" in r.output and "tracking condition holds" in r.output and "\\begin{aligned}" in r.output
+    r = invoke("check", "analytic_continuation", "--no-latex")
+    assert "fails" in r.output and "relies on its GAN part" in r.output
+    (tmp_path / "more_g.dfs").write_text('spec more_g extends ve_sde "same class, more noise"\n'
+                                         '  beta(t) = r(t)\n  g2(t) = 5*r(t)\nend\n')
+    r = invoke("check", "ve_sde", tmp_path / "more_g.dfs", "--no-latex")
+    assert "share a marginal class" in r.output, r.output
+    r = invoke("check", "ve_sde", "ve_ode", "--no-latex")
+    assert "different marginal classes" in r.output and "beta differs" in r.output
+
+
+def test_fmt_round_trip(tmp_path):
+    r = invoke("fmt", "diffusion_gan", "--to", "yaml", "--out", tmp_path / "d.yaml")
+    assert r.exit_code == 0, r.output
+    r = invoke("run", tmp_path / "d.yaml", *SMALL, "--out", tmp_path / "y")
+    r2 = invoke("run", "diffusion_gan", *SMALL, "--out", tmp_path / "d")
+    assert r.exit_code == 0 and r2.exit_code == 0
+    assert np.array_equal(np.load(tmp_path / "y" / "samples.npy"), np.load(tmp_path / "d" / "samples.npy"))
+
+
+def test_unknown_spec_and_option():
+    r = invoke("run", "no_such_spec")
+    assert r.exit_code == 2 and "no spec named" in r.output and "Traceback" not in r.output
+    r = invoke("run", "ve_sde", "--run", "colour=blue")
+    assert r.exit_code == 2 and "unknown run setting" in r.output
