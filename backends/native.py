@@ -55,11 +55,13 @@ class _Prefetch:
 def sample(drift, x0: torch.Tensor, ts: np.ndarray, dt_left: np.ndarray, dt_right: np.ndarray,
            solver: str = "euler", generator: torch.Generator | None = None,
            normals: Callable[[int], torch.Tensor] | None = None,
-           progress: Callable[[int], None] | None = None, prefetch: bool | None = None) -> torch.Tensor:
+           progress: Callable[[int], None] | None = None, prefetch: bool | None = None,
+           record: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
     """Integrate from x0 at ts[0] to ts[-1]. `normals(i)` may supply the N(0, I) draws of step i.
 
     Without `normals`, the draws come from `generator` in step order; `prefetch` (default: on
     for CPU tensors) draws them one step ahead on a worker thread, with identical results.
+    `record(i, x)` receives a copy of the particles at every grid time t_i.
     """
     if solver not in ("euler", "heun"):
         raise ValueError(solver)
@@ -76,14 +78,16 @@ def sample(drift, x0: torch.Tensor, ts: np.ndarray, dt_left: np.ndarray, dt_righ
             normals = lambda i: torch.randn(x0.shape, generator=generator, dtype=x0.dtype,  # noqa: E731
                                             device=x0.device)
     try:
-        return _integrate(drift, x0, ts, dt_left, dt_right, solver, normals, progress)
+        return _integrate(drift, x0, ts, dt_left, dt_right, solver, normals, progress, record)
     finally:
         if stream is not None:
             stream.close()
 
 
-def _integrate(drift, x0, ts, dt_left, dt_right, solver, normals, progress) -> torch.Tensor:
+def _integrate(drift, x0, ts, dt_left, dt_right, solver, normals, progress, record) -> torch.Tensor:
     x = x0.clone()
+    if record is not None:
+        record(0, x.clone())
     n = len(ts) - 1
     last_check = 0
     for i in range(n):
@@ -105,6 +109,8 @@ def _integrate(drift, x0, ts, dt_left, dt_right, solver, normals, progress) -> t
             x.add_(d, alpha=0.5 * h).add_(d2, alpha=0.5 * float(dt_right[i]))
             if noise is not None:
                 x.add_(noise)
+        if record is not None:
+            record(i + 1, x.clone())
         if progress is not None:
             progress(i + 1)
         if (i + 1) % FINITE_CHECK_EVERY == 0 or i == n - 1:

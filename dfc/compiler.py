@@ -17,7 +17,7 @@ import sympy as sp
 
 from dfc.errors import IllPosedError
 from dfc.runconfig import RunConfig, run_config
-from dfc.spec import SpecIR, Term, resolve_params
+from dfc.spec import SpecIR, resolve_params
 from dfc.symbolic import D, T, X, lower, time_values
 
 CHECK_POINTS = 2001  # t values at which well-posedness is checked (plus the grid's own points)
@@ -103,6 +103,14 @@ class CompiledSpec:
         from dfc.grids import make_grid
 
         return make_grid(self)
+
+    def flow_twin(self) -> "CompiledSpec":
+        """MATH §3: the same marginal class with g² := λ², a noiseless flow with the same marginals."""
+        exprs = dict(self.exprs)
+        exprs["g2"] = exprs["lambda2"]
+        exprs.update(w_gan=sp.expand(exprs["beta"] - exprs["g2"] / 2), w_score=exprs["g2"] / 2,
+                     noise2=sp.Integer(0))
+        return CompiledSpec(self.ir, self.params, self.run, exprs)
 
     def latex(self) -> str:
         from dfc.backends.latex import spec_latex
@@ -236,5 +244,3 @@ def first_nonzero(spec: CompiledSpec, expr: sp.Expr, ts: np.ndarray | None = Non
     return float(ts[i]), float(vals[i, j]) if math.isfinite(vals[i, j]) else float("nan")
 
 
-def _term_span(spec: CompiledSpec, name: str) -> Term:
-    return spec.ir.term(name)

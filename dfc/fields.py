@@ -12,6 +12,7 @@ a Gaussian fit, a KDE with bandwidth h (paired with the equally smoothed target 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,29 +29,34 @@ KDE_CHUNK = 1 << 22  # pairwise entries per chunk (memory bound for the O(N²) K
 
 
 class GaussFit:
-    """s_p of the Gaussian fitted to the batch (exact when p_t is Gaussian)."""
+    """s_p of the Gaussian fitted to the population (exact when p_t is Gaussian)."""
 
     name = "gauss"
 
-    def bandwidth(self, x: torch.Tensor) -> float:
+    def bandwidth(self, population: torch.Tensor) -> float:
         return 0.0
 
     def __call__(self, x: torch.Tensor, t: float, need_logp: bool):
-        n, d = x.shape
-        mu = x.mean(0)
-        xc = x - mu
-        cov = xc.T @ xc / (n - 1) + 1e-9 * torch.eye(d, dtype=x.dtype, device=x.device)
+        return self.query(x, x, t, need_logp)
+
+    def query(self, y: torch.Tensor, population: torch.Tensor, t: float, need_logp: bool):
+        """s_p (and log p) at query points y, for the law the population `population` samples."""
+        n, d = population.shape
+        mu = population.mean(0)
+        pc = population - mu
+        cov = pc.T @ pc / (n - 1) + 1e-9 * torch.eye(d, dtype=y.dtype, device=y.device)
         chol = torch.linalg.cholesky(cov)
-        z = torch.cholesky_solve(xc.T, chol).T  # Σ⁻¹ (x − μ)
+        yc = y - mu
+        z = torch.cholesky_solve(yc.T, chol).T  # Σ⁻¹ (y − μ)
         logp = None
         if need_logp:
             logdet = 2 * torch.log(torch.diagonal(chol)).sum()
-            logp = -0.5 * (xc * z).sum(1) - 0.5 * logdet - 0.5 * d * math.log(2 * math.pi)
+            logp = -0.5 * (yc * z).sum(1) - 0.5 * logdet - 0.5 * d * math.log(2 * math.pi)
         return -z, logp
 
 
 class KDE:
-    """Gaussian kernel density estimate of p_t * N(0, h²I) and its score at the batch points.
+    """Gaussian kernel density estimate of p_t * N(0, h²I) and its score.
 
     h is given, or Scott's rule h = s · N^(−1/(D+4)) with s the mean per-coordinate std.
     """
@@ -60,30 +66,46 @@ class KDE:
     def __init__(self, h: float | None = None):
         self.h = h
 
-    def bandwidth(self, x: torch.Tensor) -> float:
+    def bandwidth(self, population: torch.Tensor) -> float:
         if self.h is not None:
             return float(self.h)
-        n, d = x.shape
-        s = float(x.std(0).mean())
+        n, d = population.shape
+        s = float(population.detach().std(0).mean())
         return max(s, 1e-12) * n ** (-1.0 / (d + 4))
 
     def __call__(self, x: torch.Tensor, t: float, need_logp: bool):
-        n, d = x.shape
-        h = self.bandwidth(x)
-        sq = (x * x).sum(1)
+        return self.query(x, x, t, need_logp)
+
+    def query(self, y: torch.Tensor, population: torch.Tensor, t: float, need_logp: bool):
+        """Score (and log density) of the smoothed population law at the query points y."""
+        n, d = population.shape
+        h = self.bandwidth(population)
+        inplace = not (torch.is_grad_enabled() and y.requires_grad)  # in-place ops save memory on the hot path
+        sq_pop = (population * population).sum(1)
+        sq_y = (y * y).sum(1)
         rows = max(1, KDE_CHUNK // n)
-        score = torch.empty_like(x)
-        logp = torch.empty(n, dtype=x.dtype, device=x.device) if need_logp else None
-        for i in range(0, n, rows):
-            xi = x[i : i + rows]
-            d2 = (sq[i : i + rows, None] + sq[None, :] - 2 * xi @ x.T).clamp_min_(0)
-            logits = d2.mul_(-0.5 / h**2)
-            lse = torch.logsumexp(logits, 1, keepdim=True)
-            w = logits.sub_(lse).exp_()
-            score[i : i + rows] = (w @ x - xi) / h**2
+        scores, logps = [], []
+        for i in range(0, y.shape[0], rows):
+            yi = y[i : i + rows]
+            d2 = sq_y[i : i + rows, None] + sq_pop[None, :] - 2 * yi @ population.T
+            # softmax weights of the kernel, and log Σ exp for the density (one exp pass)
+            if inplace:
+                logits = d2.clamp_min_(0).mul_(-0.5 / h**2)
+                top = logits.amax(1, keepdim=True)
+                w = logits.sub_(top).exp_()
+                total = w.sum(1, keepdim=True)
+                w.div_(total)
+            else:
+                logits = d2.clamp_min(0) * (-0.5 / h**2)
+                top = logits.amax(1, keepdim=True).detach()
+                e = torch.exp(logits - top)
+                total = e.sum(1, keepdim=True)
+                w = e / total
+            lse = top + torch.log(total)
+            scores.append((w @ population - yi) / h**2)
             if need_logp:
-                logp[i : i + rows] = lse[:, 0] - math.log(n) - 0.5 * d * math.log(2 * math.pi * h**2)
-        return score, logp
+                logps.append(lse[:, 0] - math.log(n) - 0.5 * d * math.log(2 * math.pi * h**2))
+        return torch.cat(scores), (torch.cat(logps) if need_logp else None)
 
 
 class ClosedForm:
@@ -94,20 +116,23 @@ class ClosedForm:
     def __init__(self, marginals):
         self.marginals = marginals
 
-    def bandwidth(self, x: torch.Tensor) -> float:
+    def bandwidth(self, population: torch.Tensor) -> float:
         return 0.0
 
     def __call__(self, x: torch.Tensor, t: float, need_logp: bool):
+        return self.query(x, x, t, need_logp)
+
+    def query(self, y: torch.Tensor, population, t: float, need_logp: bool):
         mu, cov = self.marginals(t)
-        mu = torch.as_tensor(mu, dtype=x.dtype, device=x.device)
-        prec = torch.as_tensor(np.linalg.inv(cov), dtype=x.dtype, device=x.device)
-        xc = x - mu
-        z = xc @ prec
+        mu = torch.as_tensor(mu, dtype=y.dtype, device=y.device)
+        prec = torch.as_tensor(np.linalg.inv(cov), dtype=y.dtype, device=y.device)
+        yc = y - mu
+        z = yc @ prec
         logp = None
         if need_logp:
-            d = x.shape[1]
+            d = y.shape[1]
             logdet = float(np.linalg.slogdet(cov)[1])
-            logp = -0.5 * (xc * z).sum(1) - 0.5 * logdet - 0.5 * d * math.log(2 * math.pi)
+            logp = -0.5 * (yc * z).sum(1) - 0.5 * logdet - 0.5 * d * math.log(2 * math.pi)
         return -z, logp
 
 
@@ -158,6 +183,7 @@ class Drift:
             raise ConfigError(f"spec {spec.name!r} has a GAN part (β ≠ ½g²) and needs a population estimate "
                               f"of s_p.", spec.run.spans.get("fields"), "Use `fields = exact + kde`.")
         self.nfe = 0
+        self.estimator_s = 0.0  # wall time spent in the population estimate of s_p (not free: KDE is O(N²))
         self._cache: dict[float, Coeffs] = {}
         lin = spec.f_linear
         self._f_zero = lin is not None and lin[0] == 0 and lin[1] == 0
@@ -214,7 +240,9 @@ class Drift:
             return s_q, None, None
         need_logit = self.spec.uses_D
         h = self.estimator.bandwidth(x)
+        start = time.perf_counter()
         s_p, logp = self.estimator(x, t, need_logit)
+        self.estimator_s += time.perf_counter() - start
         if h > 0 or need_logit:
             s_qh, logq = self.score_q(x, c, (c.u * h) ** 2, need_logit)
         else:

@@ -127,7 +127,8 @@ def scatter_over_density(
     `log_density` maps an (M, 2) float64 array to (M,) log densities; it is drawn on a
     300×300 grid over `bounds`, clipped below at its maximum − 12. `bounds` defaults to the
     samples' 1st–99th percentile box padded by 10% and widened to a square. At most
-    `max_points` samples are drawn (a fixed random subset); rows with NaN/inf are left out and counted in a note.
+    `max_points` samples are drawn (a fixed random subset); rows with NaN/inf are left out
+    and counted in a note on the plot.
 
     For 1-D samples the figure is a histogram with exp(log density) as a curve, and
     `log_density` receives an (M, 1) array.

@@ -116,7 +116,7 @@ def simulate(spec: CompiledSpec, target, n: int | None = None, progress=None, x0
     if cfg.device.startswith("cuda"):
         torch.cuda.synchronize()
     wall = time.perf_counter() - start
-    return x, {"wall_s": wall, "nfe": drift.nfe, "steps": cfg.steps}
+    return x, {"wall_s": wall, "nfe": drift.nfe, "steps": cfg.steps, "estimator_s": drift.estimator_s}
 
 
 FLOOR_DRAWS = 4  # independent target draws averaged for the floor

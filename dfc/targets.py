@@ -30,7 +30,7 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -435,6 +435,36 @@ def _block_rows(N: int, K: int, max_elements: int) -> int:
     return -(-N // nblocks)
 
 
+def _in_blocks(
+    fn: Callable[[Tensor, bool], tuple[Tensor, Tensor | None]],
+    y: Tensor,
+    rows: int,
+    want_score: bool,
+    inplace: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """Apply fn(y_block, inplace) -> (lp, score) to blocks of `rows` points and join the results."""
+    N = y.shape[0]
+    if N <= rows:
+        return fn(y, inplace)
+    if inplace:  # no autograd: write into preallocated outputs
+        lp_out = torch.empty(N, dtype=y.dtype, device=y.device)
+        sc_out = torch.empty(N, y.shape[1], dtype=y.dtype, device=y.device) if want_score else None
+        for i in range(0, N, rows):
+            lp, sc = fn(y[i : i + rows], inplace)
+            lp_out[i : i + rows] = lp
+            if sc_out is not None:
+                sc_out[i : i + rows] = sc
+        return lp_out, sc_out
+    parts = [fn(y[i : i + rows], inplace) for i in range(0, N, rows)]
+    lp = torch.cat([p[0] for p in parts])
+    return lp, (torch.cat([p[1] for p in parts]) if want_score else None)  # type: ignore[misc]
+
+
+def _no_grad_needed(*values: Any) -> bool:
+    """True when no autograd graph is being recorded through any of the tensors."""
+    return not (torch.is_grad_enabled() and any(isinstance(v, Tensor) and v.requires_grad for v in values))
+
+
 def _mixture_eval(
     y: Tensor,
     means: Tensor,
@@ -445,30 +475,11 @@ def _mixture_eval(
     max_elements: int,
 ) -> tuple[Tensor, Tensor | None]:
     """_mixture_block over blocks of points (see _block_rows)."""
-    inplace = not (
-        torch.is_grad_enabled()
-        and any(isinstance(v, Tensor) and v.requires_grad for v in (y, means, const, neg_half_inv_v, inv_v))
+    inplace = _no_grad_needed(y, means, const, neg_half_inv_v, inv_v)
+    rows = _block_rows(y.shape[0], means.shape[0], max_elements)
+    return _in_blocks(
+        lambda yb, ip: _mixture_block(yb, means, const, neg_half_inv_v, inv_v, want_score, ip), y, rows, want_score, inplace
     )
-    N = y.shape[0]
-    rows = _block_rows(N, means.shape[0], max_elements)
-    if N <= rows:
-        return _mixture_block(y, means, const, neg_half_inv_v, inv_v, want_score, inplace)
-    if inplace:
-        lp_out = torch.empty(N, dtype=y.dtype, device=y.device)
-        sc_out = torch.empty(N, y.shape[1], dtype=y.dtype, device=y.device) if want_score else None
-        for i in range(0, N, rows):
-            lp, sc = _mixture_block(y[i : i + rows], means, const, neg_half_inv_v, inv_v, want_score, inplace)
-            lp_out[i : i + rows] = lp
-            if sc_out is not None:
-                sc_out[i : i + rows] = sc
-        return lp_out, sc_out
-    lps, scs = [], []
-    for i in range(0, N, rows):
-        lp, sc = _mixture_block(y[i : i + rows], means, const, neg_half_inv_v, inv_v, want_score, inplace)
-        lps.append(lp)
-        if sc is not None:
-            scs.append(sc)
-    return torch.cat(lps), (torch.cat(scs) if want_score else None)
 
 
 class GaussianMixture(Target):
@@ -599,9 +610,11 @@ class BoxUnion(Target):
 
     with log Phi and log phi/Phi written through log erfcx(|t|/sqrt 2) (no x^2/2 - x^2/2
     cancellations, so far-away points keep full relative accuracy even in float32), and
-    delta = (hi - lo)(hi + lo)/2 + log erfcx(-lo/√2) - log erfcx(-hi/√2) when hi < 0. The score
-    factor d/dy log Z = ±(phi(lo) - phi(hi)) / (sigma Z) is built from exp(log phi - log Z) terms
-    and the boxes are combined with softmax weights.
+    delta = (hi - lo)(hi + lo)/2 + log erfcx(-lo/sqrt2) - log erfcx(-hi/sqrt2) when hi < 0, where
+    hi - lo = width/sigma exactly. The score factor d/dy log Z = ±(phi(lo) - phi(hi)) / (sigma Z)
+    is exp(log phi(end) - log Z) times expm1(-|hi^2 - lo^2|/2), taking the end with the larger
+    phi, so it has neither cancellation (large sigma) nor overflow (far points); the boxes are
+    combined with softmax weights.
 
     sigma is clamped to at least SIGMA_FLOOR = 1e-6 (q itself has no smooth density).
     Special functions are evaluated once per distinct box edge per coordinate.
@@ -638,11 +651,15 @@ class BoxUnion(Target):
         super().__init__(D, name, dtype=dtype, device=device)
         width = b - a
         master = {"a": a, "b": b, "width": width, "weights": w, "logc": w.log() - width.log().sum(1)}
-        # distinct intervals per coordinate, and each box's index into them
+        # per coordinate: distinct edges (V), distinct intervals (U) as edge indices, box -> interval
         for d in range(D):
             iv, inv = torch.unique(torch.stack([a[:, d], b[:, d]], dim=1), dim=0, return_inverse=True)
-            master[f"lo{d}"] = iv[:, 0:1].contiguous()  # (U, 1) interval starts
-            master[f"hi{d}"] = iv[:, 1:2].contiguous()  # (U, 1) interval ends
+            edges, eidx = torch.unique(iv.reshape(-1), return_inverse=True)
+            eidx = eidx.reshape(-1, 2)
+            master[f"edges{d}"] = edges.unsqueeze(1)  # (V, 1)
+            master[f"ia{d}"] = eidx[:, 0].contiguous()  # (U,) start edge of each interval
+            master[f"ib{d}"] = eidx[:, 1].contiguous()  # (U,) end edge
+            master[f"width{d}"] = (iv[:, 1] - iv[:, 0]).unsqueeze(1)  # (U, 1)
             master[f"box{d}"] = inv.reshape(K)
         self._master = master
 
@@ -651,19 +668,20 @@ class BoxUnion(Target):
 
     @staticmethod
     def _interval(
-        t_a: Tensor, t_b: Tensor, wdt: Tensor, want_score: bool
+        t_a: Tensor, t_b: Tensor, E_a: Tensor, E_b: Tensor, wdt: Tensor, want_score: bool
     ) -> tuple[Tensor, Tensor | None]:
         """log(Phi(t_b) - Phi(t_a)) and (phi(t_a) - phi(t_b)) / (Phi(t_b) - Phi(t_a)), t_a < t_b.
 
-        wdt = t_b - t_a (exact, from the interval width). See the class docstring.
+        E_* = log erfcx(|t_*| / sqrt 2); wdt = t_b - t_a (exact, from the interval width).
+        See the class docstring.
         """
         swap = t_a > 0  # both ends in the upper tail: mirror, Phi(b) - Phi(a) = Phi(-a) - Phi(-b)
         lo = torch.where(swap, -t_b, t_a)  # lo <= 0
         hi = torch.where(swap, -t_a, t_b)
+        E_lo = torch.where(swap, E_b, E_a)  # log erfcx(|lo|/sqrt2)
+        E_hi = torch.where(swap, E_a, E_b)  # log erfcx(|hi|/sqrt2)
         lo2 = lo * lo
         hi2 = hi * hi
-        E_lo = torch.special.erfcx(lo * -_INV_SQRT2).log()  # log erfcx(|lo|/sqrt2)
-        E_hi = torch.special.erfcx(hi.abs() * _INV_SQRT2).log()  # log erfcx(|hi|/sqrt2)
         hi_neg = hi < 0
         ln_lo = (_LOG_HALF + E_lo) - 0.5 * lo2  # log Phi(lo)
         # log Phi(hi): lower tail via erfcx, upper tail as log1p(-Phi(-hi))
@@ -672,32 +690,48 @@ class BoxUnion(Target):
             (_LOG_HALF + E_hi) - 0.5 * hi2,
             torch.log1p((E_hi - 0.5 * hi2).clamp_min(_EXP_FLOOR).exp() * -0.5),
         )
+        c = 0.5 * wdt * (hi + lo)  # (hi^2 - lo^2) / 2 without cancellation
         # delta = log Phi(lo) - log Phi(hi); for hi < 0 without the lo^2/2 - hi^2/2 cancellation
-        delta = torch.where(hi_neg, 0.5 * wdt * (hi + lo) + (E_lo - E_hi), ln_lo - ln_hi)
+        delta = torch.where(hi_neg, c + (E_lo - E_hi), ln_lo - ln_hi)
         L1 = _log1mexp(delta)
         logZ = ln_hi + L1
         if not want_score:
             return logZ, None
-        # log(phi/Phi) at both ends; phi(x)/Phi(x) = sqrt(2/pi)/erfcx(-x/sqrt2)
-        m_hi = torch.where(hi_neg, _LOG_SQRT_2_OVER_PI - E_hi, -0.5 * hi2 - 0.5 * _LOG_2PI - ln_hi)
-        m_lo = _LOG_SQRT_2_OVER_PI - E_lo
-        t_hi = (m_hi - L1).clamp_min(_EXP_FLOOR).exp()  # phi(hi) / Z
-        t_lo = (m_lo + delta - L1).clamp_min(_EXP_FLOOR).exp()  # phi(lo) / Z
-        sign = 1.0 - 2.0 * swap.to(t_lo.dtype)
-        return logZ, (t_lo - t_hi) * sign
+        # phi(lo) - phi(hi) = phi(hi) expm1(c) = -phi(lo) expm1(-c), c = (hi^2 - lo^2)/2 = wdt (hi + lo)/2;
+        # use the end with the larger phi so there is neither cancellation nor overflow.
+        c_neg = c <= 0
+        # log(phi/Phi) at that end (phi(x)/Phi(x) = sqrt(2/pi)/erfcx(-x/sqrt2) for x < 0), minus log Z
+        m_end = torch.where(
+            c_neg,
+            torch.where(hi_neg, _LOG_SQRT_2_OVER_PI - E_hi, -0.5 * hi2 - 0.5 * _LOG_2PI - ln_hi) - L1,
+            (_LOG_SQRT_2_OVER_PI - E_lo) + delta - L1,
+        )
+        t_end = m_end.clamp_min(_EXP_FLOOR).exp()  # phi(end) / Z
+        g = t_end * torch.expm1(-c.abs())  # (phi(lo) - phi(hi)) / Z up to the sign below
+        # sign: -1 where c > 0 (the -phi(lo) form), and -1 again where the pair was mirrored
+        flip = torch.logical_xor(c_neg, swap)
+        return logZ, torch.where(flip, g, -g)
 
     def _evaluate(self, y, sigma, want_score):
         p = self._params(y.dtype, y.device)
         s = _floor_sigma(sigma)
+        K = p["logc"].shape[0]
+        rows = _block_rows(y.shape[0], 4 * K, _DEFAULT_MAX_ELEMENTS)
+        return _in_blocks(lambda yb, ip: self._block(yb, p, s, want_score), y, rows, want_score, _no_grad_needed(y, s))
+
+    def _block(self, y, p, s, want_score):
         inv_s = 1.0 / s
         yT = y.T
         logits = p["logc_col"]  # (K, 1) -> (K, N)
         gs: list[Tensor] = []
         for d in range(self.dim):
-            a, b = p[f"lo{d}"], p[f"hi{d}"]  # (U, 1)
-            t_a = (a - yT[d]) * inv_s  # (U, N)
-            t_b = (b - yT[d]) * inv_s
-            logZ, g = self._interval(t_a, t_b, (b - a) * inv_s, want_score)
+            t = (p[f"edges{d}"] - yT[d]) * inv_s  # (V, N) standardised edge positions
+            E = torch.special.erfcx(t.abs() * _INV_SQRT2).log()  # special functions once per edge
+            ia, ib = p[f"ia{d}"], p[f"ib{d}"]
+            logZ, g = self._interval(
+                t.index_select(0, ia), t.index_select(0, ib), E.index_select(0, ia), E.index_select(0, ib),
+                p[f"width{d}"] * inv_s, want_score,
+            )
             box = p[f"box{d}"]
             logits = logits + logZ.index_select(0, box)
             if g is not None:
@@ -756,7 +790,8 @@ class DataSet(Target):
 
     Its score is the exact "ideal denoiser" score (E[x | y] - y) / sigma^2. sigma is clamped to at
     least SIGMA_FLOOR = 1e-6 (q itself is a set of atoms). Queries are processed in chunks so no
-    (points x data) array has more than ``max_elements`` (default 2^22) entries.
+    (points x data) array has more than ``max_elements`` (default 2^24) entries; blocks are
+    normally much smaller (about 2^17 entries, at least 64 query rows) to stay in cache.
     """
 
     def __init__(
