@@ -181,7 +181,8 @@ def nll(
     set_: Optional[List[str]] = SET_OPT,
     target: Optional[str] = typer.Option(None, help="The fields' target (and, without --data, where points come from)."),
     data: Optional[Path] = typer.Option(None, help="Score the points of this .npy file instead of target draws."),
-    fields: Optional[str] = typer.Option(None, help="exact, or exact + kde | gauss | closed: the source of s_p"),
+    fields: Optional[str] = typer.Option(None, help="exact + kde | gauss | closed: estimate s_p so (default: exact "
+                                                     "s_p = s_Q where the tracking condition holds, else the run's)"),
     points: int = typer.Option(1000, help="Number of target draws to score (without --data)."),
     rtol: float = typer.Option(1e-5, help="Relative tolerance of the adaptive ODE solver (dopri5)."),
     atol: float = typer.Option(1e-5, help="Absolute tolerance of the adaptive ODE solver."),
@@ -208,7 +209,7 @@ def nll(
         with err_console.status(f"integrating the flow twin of {compiled.name} ..."):
             result = likelihood_run(compiled, data=data, n_points=points, rtol=rtol, atol=atol,
                                     divergence=divergence, probes=probes, elbo=elbo, elbo_steps=elbo_steps,
-                                    elbo_scale=elbo_scale, seed=seed)
+                                    elbo_scale=elbo_scale, seed=seed, prefer_estimate=fields is not None)
         folder = out if out is not None else Path("runs") / f"{compiled.name}-nll"
         paths = write_likelihood(result, folder)
         print_likelihood(result, paths, out_console)

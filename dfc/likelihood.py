@@ -141,18 +141,23 @@ def needs_sp(spec: CompiledSpec) -> bool:
     return spec.has_gan_part or spec.flow_twin().has_gan_part or spec.exprs["noise2"] != 0
 
 
-def sp_source(spec: CompiledSpec, target, *, forward_particles: int = 2000, seed: int = 0):
-    """Choose where s_p comes from (module docstring), running the forward simulation if needed."""
+def sp_source(spec: CompiledSpec, target, *, forward_particles: int = 2000, seed: int = 0,
+              prefer_estimate: bool = False):
+    """Choose where s_p comes from (module docstring), running the forward simulation if needed.
+
+    A spec that meets the tracking condition gets the exact s_p = s_Q, unless `prefer_estimate`
+    asks for its run's population estimate (which is noisy: its error is multiplied by the GAN
+    weight, ~10⁴ at σ = 80 on the EDM schedule); the closed form is exact and always taken.
+    """
     if not needs_sp(spec):
         return None
+    from dfc.explain import tracking
     from dfc.sample import prior_moments
 
     name = spec.run.estimator
+    if name != "closed" and not prefer_estimate and tracking(spec).holds:
+        return "tracking"
     if name is None:
-        from dfc.explain import tracking
-
-        if tracking(spec).holds:
-            return "tracking"
         raise ConfigError(f"spec {spec.name!r} needs s_p for its likelihood and does not meet the tracking "
                           f"condition (MATH §3).", spec.run.spans.get("fields"),
                           "Add a population estimate: --fields 'exact + kde' (or exact + closed on Gaussians).")
@@ -301,34 +306,62 @@ def ode_loglik(spec: CompiledSpec, target, points: torch.Tensor, *, rtol: float 
 # ELBO of the SDE (MATH §7)
 
 
-def sde_elbo(spec: CompiledSpec, target, points: torch.Tensor, *, steps: int = 500, scale: float = 1.0,
+def _noise_variance(spec: CompiledSpec, ts: np.ndarray, nodes: int = 8) -> np.ndarray:
+    """∫ (g² − λ²) dt over each interval of `ts` (Gauss–Legendre): the variance the additive noise
+    adds over a step, exactly, however fast ν changes (ν varies over orders of magnitude on EDM's σ)."""
+    from dfc.symbolic import time_values
+
+    x, w = np.polynomial.legendre.leggauss(nodes)
+    a, b = ts[:-1, None], ts[1:, None]
+    mid, half = (a + b) / 2, (b - a) / 2
+    vals = time_values(spec.exprs["noise2"], (mid + half * x[None, :]).ravel()).reshape(mid.shape[0], nodes)
+    return np.abs((vals * w[None, :]).sum(1) * half[:, 0])
+
+
+def sde_elbo(spec: CompiledSpec, target, points: torch.Tensor, *, steps: int = 200, scale: float = 1.0,
              method: str = "auto", seed: int = 0, source=None) -> LikelihoodResult:
-    """Per-point single-path estimate of the ELBO, Euler–Maruyama on a uniform grid in r."""
+    """Per-point single-path estimate of the ELBO (MATH §7).
+
+    The inference process runs on a uniform grid in r with a stochastic Heun step (the drift
+    and the integrand averaged over both ends, one Gaussian increment), so that with zero noise
+    it is Heun's method on the flow and the trapezoid rule on ∫ ∇·μ: second order, like the
+    adaptive exact computation it then equals.
+    """
     field = QueryField(spec, target, source, need_sp=spec.exprs["noise2"] != 0)
     how = divergence_method(method, points.shape[1])
     rs = np.linspace(0.0, spec.t1 - spec.t0, steps + 1)
     ts = spec.t1 - rs
     field.drift.prepare(ts)
+    noise_sd = np.sqrt(_noise_variance(spec, ts))  # exact ∫ ν² over each step: additive noise
     gen = torch.Generator(device=points.device).manual_seed(seed)
     start = time.perf_counter()
     out = []
+
+    def terms(y, t, eps):
+        """The inference drift −μ + ν a and the integrand ∇·μ + ½‖a‖² at (y, t)."""
+        mu, div = divergence(field, y, t, how, eps)
+        nu = field.drift.noise(t)
+        a = scale * nu * field.s_p(y, t) if nu > 0 else None
+        if not (bool(torch.isfinite(mu).all()) and bool(torch.isfinite(div).all())):
+            raise NumericalError(f"the ELBO's drift μ or its divergence is not finite at t = {t:.6g} "
+                                 f"(spec {spec.name!r}).", None, "Use more --elbo-steps or a shorter time interval.")
+        if a is None:
+            return -mu, div
+        return a.mul(nu).sub_(mu), div + 0.5 * (a * a).sum(1)
+
     for b in range(0, points.shape[0], BATCH):
         y = points[b : b + BATCH].clone()
         acc = torch.zeros(y.shape[0], dtype=y.dtype, device=y.device)
         for k in range(steps):
-            t, dr = float(ts[k]), float(rs[k + 1] - rs[k])
+            t, t_next, dr = float(ts[k]), float(ts[k + 1]), float(rs[k + 1] - rs[k])
             eps = rademacher((1,) + tuple(y.shape), seed + 7919 * k + b, y.dtype, y.device) \
                 if how == "hutchinson" else None
-            mu, div = divergence(field, y, t, how, eps)
-            nu = field.drift.noise(t)
-            a = scale * nu * field.s_p(y, t) if nu > 0 else torch.zeros_like(y)
-            if not (bool(torch.isfinite(mu).all()) and bool(torch.isfinite(div).all())):
-                raise NumericalError(f"the ELBO's drift or its divergence is not finite at t = {t:.6g} "
-                                     f"(spec {spec.name!r}).", None, "Use more --elbo-steps or a shorter interval.")
-            acc += (div + 0.5 * (a * a).sum(1)) * dr
-            y = y + (-mu + nu * a) * dr
-            if nu > 0:
-                y = y + nu * math.sqrt(dr) * torch.randn(y.shape, generator=gen, dtype=y.dtype, device=y.device)
+            noise = float(noise_sd[k]) * torch.randn(y.shape, generator=gen, dtype=y.dtype, device=y.device) \
+                if noise_sd[k] > 0 else 0.0
+            v1, c1 = terms(y, t, eps)
+            v2, c2 = terms(y + v1 * dr + noise, t_next, eps)
+            acc += 0.5 * (c1 + c2) * dr
+            y = y + 0.5 * (v1 + v2) * dr + noise
         out.append(log_prior(spec, target, y) - acc)
     wall = time.perf_counter() - start
     sp_name = field.sp.name if field.sp is not None else "not needed"

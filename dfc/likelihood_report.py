@@ -40,7 +40,7 @@ def load_points(path: Path, dim: int, dtype, device) -> torch.Tensor:
 
 def likelihood_run(spec: CompiledSpec, *, data: Path | None, n_points: int, rtol: float, atol: float,
                    divergence: str, probes: int, elbo: bool, elbo_steps: int, elbo_scale: float,
-                   seed: int) -> LikelihoodRun:
+                   seed: int, prefer_estimate: bool = False) -> LikelihoodRun:
     from dfc.sample import generator_for, make_run_target
 
     target = make_run_target(spec, dtype=torch.float64)
@@ -48,7 +48,7 @@ def likelihood_run(spec: CompiledSpec, *, data: Path | None, n_points: int, rtol
         points = load_points(data, target.dim, target.dtype, target.device)
     else:
         points = target.sample(n_points, generator_for(spec.run.device, seed + 17))
-    source = sp_source(spec, target, seed=seed)
+    source = sp_source(spec, target, seed=seed, prefer_estimate=prefer_estimate)
     exact = ode_loglik(spec, target, points, rtol=rtol, atol=atol, method=divergence, probes=probes, seed=seed,
                        source=source)
     d = points.shape[1]
