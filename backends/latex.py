@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from dfc.symbolic import D, T, X
+from dfc.symbolic import D
 
 _NAMES = {"f": r"f(x,t)", "beta": r"\beta(t)", "g2": r"g^2(t)", "lambda2": r"\lambda^2(t)",
           "sigma": r"\sigma(t)", "u": r"u(t)"}
@@ -30,5 +30,3 @@ def spec_latex(spec) -> str:
     lines.append(r"g^2 - \lambda^2 &= " + _tex(sp.simplify(terms["g2"] - terms["lambda2"])))
     return "\\begin{aligned}\n" + " \\\\\n".join(lines) + "\n\\end{aligned}"
 
-
-__all__ = ["spec_latex", "T", "X"]

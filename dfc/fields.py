@@ -173,13 +173,34 @@ class Coeffs:
     noise: float
 
 
-class Drift:
-    """drift(x, t) and noise(t) of a compiled spec on exact fields. Counts field evaluations."""
+def score_q(target, x: torch.Tensor, c: Coeffs, extra_var: float = 0.0, need_logp: bool = False):
+    """s_Q = u·∇log q_σ(u x) (and log Q_t) at x (MATH §1), optionally for the target smoothed by an
+    extra variance (u h)² (the KDE pairing of MATH §5)."""
+    sigma = math.sqrt(c.sigma**2 + extra_var)
+    if c.u == 1.0:
+        if need_logp:
+            return target.log_prob_and_score(x, sigma)[::-1]
+        return target.score(x, sigma), None
+    ux = x * c.u
+    if need_logp:
+        logq, s = target.log_prob_and_score(ux, sigma)
+        return s * c.u, logq + x.shape[1] * math.log(c.u)
+    return target.score(ux, sigma) * c.u, None
 
-    def __init__(self, spec, target, estimator=None):
+
+class Drift:
+    """drift(x, t) and noise(t) of a compiled spec on exact fields. Counts field evaluations.
+
+    s_p comes from `estimator` applied to the batch itself (sampling: the particles are a sample
+    of p_t), or from `sp(x, t, coeffs, need_logp) -> (s_p, log p or None, h)` when given (the
+    likelihood's query points are not a sample of p_t, see dfc.likelihood).
+    """
+
+    def __init__(self, spec, target, estimator=None, sp=None):
         self.spec, self.target, self.estimator = spec, target, estimator
         self.need_gan = spec.has_gan_part
-        if self.need_gan and estimator is None:
+        self.sp = sp if sp is not None else (self._batch_estimate if estimator is not None else None)
+        if self.need_gan and self.sp is None:
             raise ConfigError(f"spec {spec.name!r} has a GAN part (β ≠ ½g²) and needs a population estimate "
                               f"of s_p.", spec.run.spans.get("fields"), "Use `fields = exact + kde`.")
         self.nfe = 0
@@ -219,17 +240,13 @@ class Drift:
 
     # ---- fields
     def score_q(self, x: torch.Tensor, c: Coeffs, extra_var: float = 0.0, need_logp: bool = False):
-        """s_Q (and log Q_t) at x, optionally for the target smoothed by an extra variance u²h²."""
-        sigma = math.sqrt(c.sigma**2 + extra_var)
-        if c.u == 1.0:
-            if need_logp:
-                return self.target.log_prob_and_score(x, sigma)[::-1]
-            return self.target.score(x, sigma), None
-        ux = x * c.u
-        if need_logp:
-            logq, s = self.target.log_prob_and_score(ux, sigma)
-            return s.mul_(c.u), logq + x.shape[1] * math.log(c.u)
-        return self.target.score(ux, sigma).mul_(c.u), None
+        return score_q(self.target, x, c, extra_var, need_logp)
+
+    def _batch_estimate(self, x: torch.Tensor, t: float, c: Coeffs, need_logp: bool):
+        start = time.perf_counter()
+        s_p, logp = self.estimator(x, t, need_logp)
+        self.estimator_s += time.perf_counter() - start
+        return s_p, logp, self.estimator.bandwidth(x)
 
     def fields(self, x: torch.Tensor, t: float):
         """One field evaluation: s_Q, and (if the spec has a GAN part) s_Q^h − s_p and the logit d."""
@@ -239,10 +256,7 @@ class Drift:
         if not self.need_gan:
             return s_q, None, None
         need_logit = self.spec.uses_D
-        h = self.estimator.bandwidth(x)
-        start = time.perf_counter()
-        s_p, logp = self.estimator(x, t, need_logit)
-        self.estimator_s += time.perf_counter() - start
+        s_p, logp, h = self.sp(x, t, c, need_logit)
         if h > 0 or need_logit:
             s_qh, logq = self.score_q(x, c, (c.u * h) ** 2, need_logit)
         else:
@@ -253,13 +267,18 @@ class Drift:
     def __call__(self, x: torch.Tensor, t: float) -> torch.Tensor:
         c = self.coeffs(t)
         s_q, gan, logit = self.fields(x, t)
+        if x.requires_grad and torch.is_grad_enabled():  # differentiable (the likelihood's divergence)
+            out = s_q * c.w_score
+            if gan is not None:
+                w = c.w_gan if c.w_gan is not None else self.spec.fn["w_gan"](t, torch.sigmoid(logit)[:, None])
+                out = out + w * gan
+            return out + (c.a * x + c.b if c.a is not None else self.spec.fn["f"](x, t))
         out = s_q.mul_(c.w_score)  # s_q is a fresh tensor (gan, if any, was computed from it already)
         if gan is not None:
             if c.w_gan is not None:
                 out.add_(gan, alpha=c.w_gan)
             else:
-                d_real = torch.sigmoid(logit)[:, None]
-                out.add_(gan * self.spec.fn["w_gan"](t, d_real))
+                out.add_(gan * self.spec.fn["w_gan"](t, torch.sigmoid(logit)[:, None]))
         if c.a is not None:
             if not self._f_zero:
                 if c.a != 0.0:

@@ -34,7 +34,7 @@ import torch
 
 from dfc.compiler import CompiledSpec
 from dfc.errors import ConfigError, NumericalError
-from dfc.fields import Coeffs, Drift, make_estimator
+from dfc.fields import Coeffs, Drift, make_estimator, score_q
 
 EXACT_DIVERGENCE_MAX_DIM = 8  # above this, `auto` uses Hutchinson's estimator
 BATCH = 1024  # data points integrated together
@@ -49,11 +49,11 @@ class TrackingSp:
 
     name = "tracking (s_p = s_Q)"
 
-    def __init__(self, field):
-        self.field = field
+    def __init__(self, target):
+        self.target = target
 
     def __call__(self, y, t, c: Coeffs, need_logp: bool):
-        s, logq = self.field.drift.score_q(y, c, 0.0, need_logp)
+        s, logq = score_q(self.target, y, c, 0.0, need_logp)
         return s, logq, 0.0
 
 
@@ -89,51 +89,17 @@ class PopulationPath:
 # The drift at arbitrary query points
 
 
-class QueryField:
-    """drift(y, t) = f + w_gan (s_Q^h − s_p) + w_score s_Q at query points y (differentiable in y)."""
-
-    def __init__(self, spec: CompiledSpec, target, source=None, need_sp: bool | None = None):
-        self.spec = spec
-        self.drift = Drift(spec, target, estimator=_NoEstimator() if spec.has_gan_part else None)
-        self.need_sp = spec.has_gan_part
-        self.sp = TrackingSp(self) if source == "tracking" else source
-        if (self.need_sp or need_sp) and self.sp is None:
-            raise ConfigError(f"spec {spec.name!r} needs s_p here and no source of it was given.", None,
-                              "Add a population estimate: --fields 'exact + kde' (or exact + closed on Gaussians).")
-        self.nfe = 0
-
-    def s_p(self, y: torch.Tensor, t: float) -> torch.Tensor:
-        return self.sp(y, t, self.drift.coeffs(t), False)[0]
-
-    def __call__(self, y: torch.Tensor, t: float) -> torch.Tensor:
-        c = self.drift.coeffs(t)
-        self.nfe += 1
-        s_q, _ = self.drift.score_q(y, c)
-        out = s_q * c.w_score
-        if self.need_sp:
-            need_logit = self.spec.uses_D
-            s_p, logp, h = self.sp(y, t, c, need_logit)
-            if h > 0 or need_logit:
-                s_qh, logq = self.drift.score_q(y, c, (c.u * h) ** 2, need_logit)
-            else:
-                s_qh, logq = s_q, None
-            gan = s_qh - s_p
-            if c.w_gan is not None:
-                out = out + c.w_gan * gan
-            else:
-                out = out + gan * self.spec.fn["w_gan"](t, torch.sigmoid(logq - logp)[:, None])
-        if c.a is not None:
-            if c.a != 0.0 or c.b != 0.0:
-                out = out + c.a * y + c.b
-        else:
-            out = out + self.spec.fn["f"](y, t)
-        return out
+def query_drift(spec: CompiledSpec, target, source=None, need_sp: bool = False) -> Drift:
+    """The spec's drift at query points (differentiable), with s_p from `source` (see sp_source)."""
+    sp = TrackingSp(target) if source == "tracking" else source
+    if (spec.has_gan_part or need_sp) and sp is None:
+        raise ConfigError(f"spec {spec.name!r} needs s_p here and no source of it was given.", None,
+                          "Add a population estimate: --fields 'exact + kde' (or exact + closed on Gaussians).")
+    return Drift(spec, target, sp=sp)
 
 
-class _NoEstimator:
-    """Placeholder: QueryField brings its own s_p source."""
-
-    name = "none"
+def s_p_at(drift: Drift, y: torch.Tensor, t: float) -> torch.Tensor:
+    return drift.sp(y, t, drift.coeffs(t), False)[0]
 
 
 def needs_sp(spec: CompiledSpec) -> bool:
@@ -268,8 +234,8 @@ def ode_loglik(spec: CompiledSpec, target, points: torch.Tensor, *, rtol: float 
     from torchdiffeq import odeint
 
     twin = spec.flow_twin()
-    field = QueryField(twin, target, source)
-    field.drift.prepare(twin.grid())
+    field = query_drift(twin, target, source)
+    field.prepare(twin.grid())
     how = divergence_method(method, points.shape[1])
     start = time.perf_counter()
     out = []
@@ -327,11 +293,11 @@ def sde_elbo(spec: CompiledSpec, target, points: torch.Tensor, *, steps: int = 2
     it is Heun's method on the flow and the trapezoid rule on ∫ ∇·μ: second order, like the
     adaptive exact computation it then equals.
     """
-    field = QueryField(spec, target, source, need_sp=spec.exprs["noise2"] != 0)
+    field = query_drift(spec, target, source, need_sp=spec.exprs["noise2"] != 0)
     how = divergence_method(method, points.shape[1])
     rs = np.linspace(0.0, spec.t1 - spec.t0, steps + 1)
     ts = spec.t1 - rs
-    field.drift.prepare(ts)
+    field.prepare(ts)
     noise_sd = np.sqrt(_noise_variance(spec, ts))  # exact ∫ ν² over each step: additive noise
     gen = torch.Generator(device=points.device).manual_seed(seed)
     start = time.perf_counter()
@@ -340,8 +306,8 @@ def sde_elbo(spec: CompiledSpec, target, points: torch.Tensor, *, steps: int = 2
     def terms(y, t, eps):
         """The inference drift −μ + ν a and the integrand ∇·μ + ½‖a‖² at (y, t)."""
         mu, div = divergence(field, y, t, how, eps)
-        nu = field.drift.noise(t)
-        a = scale * nu * field.s_p(y, t) if nu > 0 else None
+        nu = field.noise(t)
+        a = scale * nu * s_p_at(field, y, t) if nu > 0 else None
         if not (bool(torch.isfinite(mu).all()) and bool(torch.isfinite(div).all())):
             raise NumericalError(f"the ELBO's drift μ or its divergence is not finite at t = {t:.6g} "
                                  f"(spec {spec.name!r}).", None, "Use more --elbo-steps or a shorter time interval.")

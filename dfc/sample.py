@@ -15,7 +15,6 @@ from dfc.errors import ConfigError
 from dfc.fields import Drift, make_estimator
 from dfc.grids import clock_steps
 from dfc.spec import SpecIR, load_spec
-from dfc.symbolic import time_values
 
 DTYPE = torch.float32
 
@@ -162,18 +161,14 @@ def write_outputs(result: RunResult, out: str | Path) -> dict[str, Path]:
     x = result.samples.detach().cpu().float().numpy()
     target = result.target
     paths = {"samples": out / "samples.npy", "metrics": out / "metrics.json", "plot": out / "samples.png"}
-    log_density = None
-    if target.dim == 2:
-        def log_density(pts: np.ndarray) -> np.ndarray:
-            y = torch.as_tensor(pts, dtype=torch.float64)
-            t64 = target.to(device="cpu", dtype=torch.float64)
-            return t64.log_prob(y, 0.0).numpy()
-    title = f"{result.spec.name} on {result.spec.run.describe()['target']}: sliced W2 " \
-            f"{result.metrics['sliced_w2']:.3f} (floor {result.metrics['floor']:.3f}), NFE {result.metrics['nfe']}"
-    bounds = None
-    if target.dim == 2:
+    log_density = bounds = None
+    if target.dim == 2:  # the samples over the target's density; first two coordinates otherwise
+        t64 = target.to(device="cpu", dtype=torch.float64)
+        log_density = lambda pts: t64.log_prob(torch.as_tensor(pts, dtype=torch.float64), 0.0).numpy()  # noqa: E731
         lo, hi = target.bounds()
         bounds = ((lo[0], hi[0]), (lo[1], hi[1]))
+    title = f"{result.spec.name} on {result.spec.run.describe()['target']}: sliced W2 " \
+            f"{result.metrics['sliced_w2']:.3f} (floor {result.metrics['floor']:.3f}), NFE {result.metrics['nfe']}"
     fig = scatter_over_density(x, log_density, bounds, title)
     atomic_save_npy(paths["samples"], x.astype(np.float32))
     atomic_write_json(paths["metrics"], result.metrics)
@@ -181,4 +176,3 @@ def write_outputs(result: RunResult, out: str | Path) -> dict[str, Path]:
     return paths
 
 
-__all__ = ["build", "run", "simulate", "evaluate", "write_outputs", "time_values"]

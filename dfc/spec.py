@@ -9,6 +9,7 @@ params, the prior and the run entries. Parameter values are applied later, by
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -338,7 +339,7 @@ def _build(chain: list[SpecSyntax]) -> SpecIR:
                   tuple(s.file for s in reversed(chain)), tuple(defs.values()))
 
 
-def spec_words(ir: SpecIR) -> tuple[dict[str, sp.Expr], "Callable[[sp.Expr], sp.Expr]"]:
+def spec_words(ir: SpecIR) -> tuple[dict[str, sp.Expr], Callable[[sp.Expr], sp.Expr]]:
     """The six terms one level deep, calls to the spec's definitions kept by name (`kappa*r(t)`).
 
     A called definition whose full expansion is short (at most 3 operations: `g2(t)` = 0) is

@@ -4,7 +4,6 @@ and the samplers against each other (torchsde vs native; Heun vs EDM; σ-clock E
 from __future__ import annotations
 
 import math
-import textwrap
 
 import numpy as np
 import pytest
