@@ -122,19 +122,14 @@ def test_theorem2_rate(tmp_path, variant):
         assert kl(v, float(np.mean(mu))) <= math.exp(-2 * t_end / c) * kl(v0, 0.0) * 1.05
 
 
-def test_ve_sde_started_at_q0_tracks_qt():
+def test_ve_sde_started_at_q0_tracks_qt(tmp_path):
     """Tracking condition (MATH §3): p_0 = Q_0 gives p_t = Q_t = N(m, S + σ(t)²I) for all t."""
+    (tmp_path / "from_q0.dfs").write_text('spec from_q0 extends ve_sde "started at Q_0"\n  prior target\nend\n')
     for t_end in (0.3, 0.6, 1.0):
-        spec = compile_spec(load_spec(preset_dir() / "ve_sde.dfs"), None,
+        spec = compile_spec(load_spec(tmp_path / "from_q0.dfs"), None,
                             {"target": GAUSS, "time": f"[0, {t_end}]", "steps": "400", "samples": "20000",
                              "clock": "sigma"})
-        spec_ir = spec.ir
-        assert spec_ir.prior.kind == "normal"
-        from dataclasses import replace
-
-        from dfc.spec import Prior
-
-        spec = replace(spec, ir=replace(spec_ir, prior=Prior("target", (), None)))
+        assert spec.ir.prior.kind == "target"
         x, _, _ = run64(spec)
         mu, cov = moments(x)
         sigma = spec.at("sigma", t_end)
@@ -142,6 +137,20 @@ def test_ve_sde_started_at_q0_tracks_qt():
         scale = want.max()
         assert np.allclose(mu, MEAN, atol=5 * math.sqrt(scale / 20000) + 0.02 * sigma), (t_end, mu)
         assert np.allclose(cov, want, atol=6 * scale * math.sqrt(2 / 20000) + 0.02), (t_end, cov, want)
+
+
+def test_nonlinear_f_is_elementwise(tmp_path):
+    """f(x, t) may be any elementwise function of x: the drift adds it coordinate by coordinate."""
+    (tmp_path / "nl.dfs").write_text('spec nl extends ve_sde "nonlinear weight decay"\n'
+                                     '  f(x, t) = -t*tanh(x) + x^2/10\nend\n')
+    spec = compile_spec(load_spec(tmp_path / "nl.dfs"), None, {"target": GAUSS})
+    assert spec.f_linear is None
+    target = make_run_target(spec, dtype=torch.float64)
+    x = torch.randn(50, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    t = 0.4
+    base = compile_spec(load_spec(preset_dir() / "ve_sde.dfs"), None, {"target": GAUSS})
+    want = Drift(base, target)(x, t) + (-t * torch.tanh(x) + x**2 / 10)
+    assert torch.allclose(Drift(spec, target)(x, t), want, rtol=1e-12, atol=1e-12)
 
 
 def _ring8_spec(name, **run):
