@@ -83,6 +83,18 @@ class CompiledSpec:
                 out[name] = lower(e, (T,))
         return out
 
+    @cached_property
+    def f_linear_fn(self):
+        """(a, b) of f = a(t) x + b(t), lowered; None when f is nonlinear in x."""
+        return None if self.f_linear is None else tuple(lower(e, (T,)) for e in self.f_linear)
+
+    def on_grid(self, name: str, ts: np.ndarray) -> np.ndarray:
+        """A time-only term (or "a"/"b" of a linear f) at every t of `ts`, float64, from the lowered function."""
+        fn = self.f_linear_fn["ab".index(name)] if name in ("a", "b") else self.fn[name]
+        with np.errstate(all="ignore"):
+            out = fn(ts) if name not in ("w_gan", "beta") else fn(ts, 0.5)
+        return np.broadcast_to(np.asarray(out, dtype=np.float64), ts.shape).copy()
+
     def at(self, name: str, t: float) -> float:
         """A time-only term at t, as a python float."""
         return float(self.fn[name](float(t)))

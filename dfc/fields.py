@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from dfc.errors import ConfigError
-from dfc.symbolic import time_values
 
 KDE_CHUNK = 1 << 22  # pairwise entries per chunk (memory bound for the O(N²) KDE)
 
@@ -213,13 +212,12 @@ class Drift:
     def prepare(self, ts) -> None:
         """Compute the coefficients of every t in `ts` at once (vectorised)."""
         ts = np.asarray(ts, dtype=np.float64)
-        e = self.spec.exprs
-        cols = {k: time_values(e[k], ts) for k in ("sigma", "u", "w_score", "noise2")}
-        w_gan = None if self.spec.uses_D else time_values(e["w_gan"], ts)
-        lin = self.spec.f_linear
+        spec = self.spec
+        cols = {k: spec.on_grid(k, ts) for k in ("sigma", "u", "w_score", "noise2")}
+        w_gan = None if spec.uses_D else spec.on_grid("w_gan", ts)
         a = b = None
-        if lin is not None:
-            a, b = (time_values(x, ts) for x in lin)
+        if spec.f_linear is not None:
+            a, b = spec.on_grid("a", ts), spec.on_grid("b", ts)
         for i, t in enumerate(ts):
             self._cache[float(t)] = Coeffs(
                 float(cols["sigma"][i]), float(cols["u"][i]), float(cols["w_score"][i]),
