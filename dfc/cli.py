@@ -206,10 +206,17 @@ def nll(
         compiled = build(spec, _pairs(set_, "--set"), overrides)
         if points < 2:
             raise ConfigError(f"--points {points}: score at least 2 points.")
-        with err_console.status(f"integrating the flow twin of {compiled.name} ..."):
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                      TimeElapsedColumn(), console=err_console, transient=True) as bar:
+            tasks = {"nll": bar.add_task("exact NLL (flow-ODE twin)", total=1.0)}
+            if elbo:
+                tasks["elbo"] = bar.add_task("ELBO of the SDE", total=1.0)
             result = likelihood_run(compiled, data=data, n_points=points, rtol=rtol, atol=atol,
                                     divergence=divergence, probes=probes, elbo=elbo, elbo_steps=elbo_steps,
-                                    elbo_scale=elbo_scale, seed=seed, prefer_estimate=fields is not None)
+                                    elbo_scale=elbo_scale, seed=seed, prefer_estimate=fields is not None,
+                                    progress=lambda task, f: bar.update(tasks[task], completed=min(f, 1.0)))
         folder = out if out is not None else Path("runs") / f"{compiled.name}-nll"
         paths = write_likelihood(result, folder)
         print_likelihood(result, paths, out_console)

@@ -229,8 +229,11 @@ class LikelihoodResult:
 
 
 def ode_loglik(spec: CompiledSpec, target, points: torch.Tensor, *, rtol: float = 1e-5, atol: float = 1e-5,
-               method: str = "auto", probes: int = 1, seed: int = 0, source=None) -> LikelihoodResult:
-    """log p_T at each point, by integrating the flow twin backward from t1 to t0 (MATH §7)."""
+               method: str = "auto", probes: int = 1, seed: int = 0, source=None,
+               progress=None) -> LikelihoodResult:
+    """log p_T at each point, by integrating the flow twin backward from t1 to t0 (MATH §7).
+
+    `progress(fraction)` is told how much of the work is done (batches, and time within one)."""
     from torchdiffeq import odeint
 
     twin = spec.flow_twin()
@@ -243,9 +246,12 @@ def ode_loglik(spec: CompiledSpec, target, points: torch.Tensor, *, rtol: float 
         x = points[b : b + BATCH]
         eps = rademacher((probes,) + tuple(x.shape), seed + b, x.dtype, x.device) if how == "hutchinson" else None
 
-        def rhs(t, state):
+        def rhs(t, state, b=b):
             y = state[0]
             tf = float(t)
+            if progress is not None:
+                within = (spec.t1 - tf) / (spec.t1 - spec.t0)
+                progress((b + within * x.shape[0]) / points.shape[0])
             v, div = divergence(field, y, tf, how, eps)
             if not bool(torch.isfinite(v).all()):
                 raise NumericalError(f"the flow twin's velocity is not finite at t = {tf:.6g} (spec {spec.name!r}).",
@@ -285,7 +291,7 @@ def _noise_variance(spec: CompiledSpec, ts: np.ndarray, nodes: int = 8) -> np.nd
 
 
 def sde_elbo(spec: CompiledSpec, target, points: torch.Tensor, *, steps: int = 200, scale: float = 1.0,
-             method: str = "auto", seed: int = 0, source=None) -> LikelihoodResult:
+             method: str = "auto", seed: int = 0, source=None, progress=None) -> LikelihoodResult:
     """Per-point single-path estimate of the ELBO (MATH §7).
 
     The inference process runs on a uniform grid in r with a stochastic Heun step (the drift
@@ -328,6 +334,8 @@ def sde_elbo(spec: CompiledSpec, target, points: torch.Tensor, *, steps: int = 2
             v2, c2 = terms(y + v1 * dr + noise, t_next, eps)
             acc += 0.5 * (c1 + c2) * dr
             y = y + 0.5 * (v1 + v2) * dr + noise
+            if progress is not None:
+                progress((b + (k + 1) / steps * y.shape[0]) / points.shape[0])
         out.append(log_prior(spec, target, y) - acc)
     wall = time.perf_counter() - start
     sp_name = field.sp.name if field.sp is not None else "not needed"

@@ -40,7 +40,8 @@ def load_points(path: Path, dim: int, dtype, device) -> torch.Tensor:
 
 def likelihood_run(spec: CompiledSpec, *, data: Path | None, n_points: int, rtol: float, atol: float,
                    divergence: str, probes: int, elbo: bool, elbo_steps: int, elbo_scale: float,
-                   seed: int, prefer_estimate: bool = False) -> LikelihoodRun:
+                   seed: int, prefer_estimate: bool = False, progress=None) -> LikelihoodRun:
+    """Score the points; `progress(task, fraction)` is told of "nll" and "elbo" as they advance."""
     from dfc.sample import generator_for, make_run_target
 
     target = make_run_target(spec, dtype=torch.float64)
@@ -49,8 +50,9 @@ def likelihood_run(spec: CompiledSpec, *, data: Path | None, n_points: int, rtol
     else:
         points = target.sample(n_points, generator_for(spec.run.device, seed + 17))
     source = sp_source(spec, target, seed=seed, prefer_estimate=prefer_estimate)
+    report = (lambda task: (lambda f: progress(task, f))) if progress is not None else (lambda task: None)
     exact = ode_loglik(spec, target, points, rtol=rtol, atol=atol, method=divergence, probes=probes, seed=seed,
-                       source=source)
+                       source=source, progress=report("nll"))
     d = points.shape[1]
     nll, nll_se = _mean_se(-exact.logp)
     record = {
@@ -68,7 +70,7 @@ def likelihood_run(spec: CompiledSpec, *, data: Path | None, n_points: int, rtol
     lower = None
     if elbo:
         res = sde_elbo(spec, target, points, steps=elbo_steps, scale=elbo_scale, method=divergence, seed=seed,
-                       source=source)
+                       source=source, progress=report("elbo"))
         lower = res.logp
         record["elbo"], record["elbo_se"] = _mean_se(res.logp)
         record["elbo_nfe"], record["elbo_wall_s"], record["elbo_scale"] = res.nfe, res.wall_s, elbo_scale
