@@ -18,24 +18,11 @@ from dfc.sample import make_run_target, simulate
 from dfc.spec import load_spec, preset_dir
 from dfc.targets import make_target
 
-MEAN = [1.0, -0.5]
-COV = [[1.2, 0.4], [0.4, 0.6]]
+from conftest import FAMILY, FAMILY_COV, FAMILY_MEAN
+
+MEAN = FAMILY_MEAN.tolist()
+COV = FAMILY_COV.tolist()
 GAUSS = f"gaussian(mean = {MEAN}, cov = {COV})"
-
-FAMILY = """\
-spec family "a Gaussian-preserving family with a GAN part; g varies with gmul"
-  param gmul = 1
-  sigma(t) = 1 - t/2
-  u(t) = 1
-  f(x, t) = -0.3*x + 0.2
-  beta(t) = 1 + t
-  lambda2(t) = 0.5
-  g2(t) = gmul*lambda2(t)
-  prior normal(mean = -1, scale = 2)
-  run target = {target}, fields = exact + gauss, steps = 400, samples = 20000, time = [0, 1.5]
-end
-"""
-
 
 def moments(x: torch.Tensor):
     x = x.double()
@@ -44,11 +31,8 @@ def moments(x: torch.Tensor):
     return mu.numpy(), (xc.T @ xc / (x.shape[0] - 1)).numpy()
 
 
-def family(tmp_path, gmul):
-    p = tmp_path / "family.dfs"
-    p.write_text(FAMILY.replace("{target}", GAUSS))
-    spec = compile_spec(load_spec(p), {"gmul": str(gmul)})
-    return spec
+def family(gmul, **run):
+    return compile_spec(load_spec(FAMILY), {"gmul": str(gmul)}, run)
 
 
 def run64(spec, **kw):
@@ -57,9 +41,9 @@ def run64(spec, **kw):
     return x, target, cost
 
 
-def test_marginal_preservation_matches_moment_odes(tmp_path):
+def test_marginal_preservation_matches_moment_odes():
     """Several g, one marginal class: same final mean and covariance, equal to MATH §6's ODEs."""
-    specs = [family(tmp_path, g) for g in (1, 3, 8)]
+    specs = [family(g) for g in (1, 3, 8)]
     assert all(same_marginal_class(specs[0], s)[0] for s in specs[1:])
     ref = GaussianMarginals(specs[0], np.array(MEAN), np.array(COV), np.full(2, -1.0), 4 * np.eye(2))
     mu_ref, cov_ref = ref(1.5)
@@ -78,10 +62,11 @@ def test_marginal_preservation_matches_moment_odes(tmp_path):
 
 
 def test_different_classes_differ(tmp_path):
-    """Changing β (not g) changes the marginal: the moment ODE sees it and so do the particles."""
-    a = family(tmp_path, 1)
+    """Changing β (not g) changes the marginal: the moment ODE sees it."""
+    a = family(1)
     p = tmp_path / "other.dfs"
-    p.write_text(FAMILY.replace("{target}", GAUSS).replace("beta(t) = 1 + t", "beta(t) = 0.2"))
+    p.write_text(f'spec other extends {FAMILY.stem} "another beta"\n  beta(t) = 0.2\nend\n')
+    (tmp_path / FAMILY.name).write_text(FAMILY.read_text())
     b = compile_spec(load_spec(p))
     same, reasons = same_marginal_class(a, b)
     assert not same and any("beta" in r for r in reasons)

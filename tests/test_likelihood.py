@@ -18,33 +18,11 @@ from dfc.moments import GaussianMarginals
 from dfc.sample import make_run_target, prior_moments
 from dfc.spec import load_spec
 
-MEAN = np.array([1.0, -0.5])
-COV = np.array([[1.2, 0.4], [0.4, 0.6]])
-
-FAMILY = f"""\
-spec family "Gaussian family with a GAN part; g varies with gmul, the marginal class does not"
-  param gmul = 1
-  sigma(t) = 1 - t/2
-  u(t) = 1
-  f(x, t) = -0.3*x + 0.2
-  beta(t) = 1 + t
-  lambda2(t) = 0.5
-  g2(t) = gmul*lambda2(t)
-  prior normal(mean = -1, scale = 2)
-  run target = gaussian(mean = {MEAN.tolist()}, cov = {COV.tolist()}), fields = exact + closed, time = [0, 1.5]
-end
-"""
+from conftest import FAMILY, FAMILY_COV as COV, FAMILY_MEAN as MEAN
 
 
-@pytest.fixture(scope="module")
-def family_path(tmp_path_factory):
-    p = tmp_path_factory.mktemp("lik") / "family.dfs"
-    p.write_text(FAMILY)
-    return p
-
-
-def setup(path, gmul):
-    spec = compile_spec(load_spec(path), {"gmul": str(gmul)})
+def family_case(gmul):
+    spec = compile_spec(load_spec(FAMILY), {"gmul": str(gmul)}, {"fields": "exact + closed"})
     target = make_run_target(spec, dtype=torch.float64)
     marg = GaussianMarginals(spec, MEAN, COV, *prior_moments(spec, target))
     mu, cov = marg(spec.t1)
@@ -53,19 +31,19 @@ def setup(path, gmul):
     return spec, target, pts, exact
 
 
-def test_ode_twin_nll_is_the_closed_form_for_every_g(family_path):
+def test_ode_twin_nll_is_the_closed_form_for_every_g():
     """p_T = N(μ_T, Σ_T) from MATH §6; the twin of each spec of the class gives that log-density."""
     results = []
     for gmul in (1, 3, 8):
-        spec, target, pts, exact = setup(family_path, gmul)
+        spec, target, pts, exact = family_case(gmul)
         r = ode_loglik(spec, target, pts, rtol=1e-6, atol=1e-6, source=sp_source(spec, target))
         assert float((r.logp - exact).abs().max()) < 5e-3, gmul
         results.append(r.logp)
     assert torch.allclose(results[0], results[1], atol=1e-6) and torch.allclose(results[0], results[2], atol=1e-6)
 
 
-def test_elbo_with_exact_sp_is_the_likelihood_and_other_drifts_are_lower(family_path):
-    spec, target, pts, exact = setup(family_path, 3)
+def test_elbo_with_exact_sp_is_the_likelihood_and_other_drifts_are_lower():
+    spec, target, pts, exact = family_case(3)
     src = sp_source(spec, target)
     gaps = {}
     for scale in (1.0, 0.0, 2.0):
@@ -79,8 +57,8 @@ def test_elbo_with_exact_sp_is_the_likelihood_and_other_drifts_are_lower(family_
         assert other < mean - 4 * (se + other_se), (scale, gaps)
 
 
-def test_elbo_without_noise_is_the_ode_result(family_path):
-    spec, target, pts, exact = setup(family_path, 1)  # g² = λ²: the spec is its own flow twin
+def test_elbo_without_noise_is_the_ode_result():
+    spec, target, pts, exact = family_case(1)  # g² = λ²: the spec is its own flow twin
     src = sp_source(spec, target)
     e = sde_elbo(spec, target, pts, steps=100, source=src)
     r = ode_loglik(spec, target, pts, source=src)
