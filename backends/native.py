@@ -10,7 +10,6 @@ its Euler-only last step when σ reaches 0.
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
@@ -29,62 +28,24 @@ def _check(x: torch.Tensor, spec_name: str, t_from: float, t_to: float) -> None:
                   "clock, or a smaller GAN weight.")
 
 
-class _Prefetch:
-    """The N(0, I) draws of the noisy steps, each drawn on a worker thread while the previous step
-    evaluates its fields: on a multi-core CPU the draw and the field evaluation overlap. One
-    generator, used in step order by one thread, so the draws are exactly the inline ones."""
-
-    def __init__(self, steps: list[int], shape, dtype, device, generator):
-        self.steps, self.next = steps, 0
-        self.draw = lambda: torch.randn(shape, generator=generator, dtype=dtype, device=device)
-        self.pool = ThreadPoolExecutor(max_workers=1) if steps else None
-        self.pending = self.pool.submit(self.draw) if steps else None
-
-    def __call__(self, i: int) -> torch.Tensor:
-        assert self.steps[self.next] == i
-        z = self.pending.result()
-        self.next += 1
-        self.pending = self.pool.submit(self.draw) if self.next < len(self.steps) else None
-        return z
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-
-
 def sample(drift, x0: torch.Tensor, ts: np.ndarray, dt_left: np.ndarray, dt_right: np.ndarray,
            solver: str = "euler", generator: torch.Generator | None = None,
            normals: Callable[[int], torch.Tensor] | None = None,
-           progress: Callable[[int], None] | None = None, prefetch: bool | None = None,
+           progress: Callable[[int], None] | None = None,
            record: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
     """Integrate from x0 at ts[0] to ts[-1]. `normals(i)` may supply the N(0, I) draws of step i.
 
-    Without `normals`, the draws come from `generator` in step order; `prefetch` (default: on
-    for CPU tensors) draws them one step ahead on a worker thread, with identical results.
-    `record(i, x)` receives a copy of the particles at every grid time t_i.
+    Without `normals`, the draws come from `generator` in step order. `record(i, x)` receives a
+    copy of the particles at every grid time t_i.
     """
     if solver not in ("euler", "heun"):
         raise ValueError(solver)
     if np.any(dt_left < 0) or np.any(dt_right < 0):
         raise NumericalError("the clock runs backwards on this grid (a negative step).")
     drift.prepare(ts)
-    n = len(ts) - 1
-    stream = None
     if normals is None:
-        noisy = [i for i in range(n) if drift.noise(float(ts[i])) > 0.0]
-        if prefetch if prefetch is not None else x0.device.type == "cpu":
-            stream = normals = _Prefetch(noisy, x0.shape, x0.dtype, x0.device, generator)
-        else:
-            normals = lambda i: torch.randn(x0.shape, generator=generator, dtype=x0.dtype,  # noqa: E731
-                                            device=x0.device)
-    try:
-        return _integrate(drift, x0, ts, dt_left, dt_right, solver, normals, progress, record)
-    finally:
-        if stream is not None:
-            stream.close()
-
-
-def _integrate(drift, x0, ts, dt_left, dt_right, solver, normals, progress, record) -> torch.Tensor:
+        normals = lambda i: torch.randn(x0.shape, generator=generator, dtype=x0.dtype,  # noqa: E731
+                                        device=x0.device)
     x = x0.clone()
     if record is not None:
         record(0, x.clone())

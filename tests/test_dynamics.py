@@ -247,18 +247,3 @@ def test_kde_gan_field_vanishes_when_p_equals_q():
     unpaired = s_q - drift.estimator(x, t, False)[0]
     assert float(unpaired.pow(2).mean()) == pytest.approx(0.25 * float(x.pow(2).mean()), rel=0.1)
     assert float(gan.pow(2).mean()) < 0.05 * float(unpaired.pow(2).mean())
-
-
-def test_prefetched_noise_equals_inline_noise():
-    """The worker-thread draws are the inline draws: same generator, same order."""
-    from dfc.backends.native import sample as native_sample
-
-    spec = _ring8_spec("diffusion_gan", solver="heun")
-    target = make_run_target(spec)
-    ts = spec.grid()
-    dl, dr = clock_steps(spec, ts)
-    x0 = torch.randn(500, 2, generator=torch.Generator().manual_seed(2)) * 80
-    est = make_estimator(spec, target)
-    runs = [native_sample(Drift(spec, target, est), x0, ts, dl, dr, "heun", torch.Generator().manual_seed(9),
-                          prefetch=p) for p in (True, False)]
-    assert torch.equal(runs[0], runs[1])
