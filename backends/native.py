@@ -49,32 +49,32 @@ def sample(drift, x0: torch.Tensor, ts: np.ndarray, dt_left: np.ndarray, dt_righ
     x = x0.clone()
     if record is not None:
         record(0, x.clone())
-    n = len(ts) - 1
+    ts_, hl, hr = ts.tolist(), dt_left.tolist(), dt_right.tolist()  # python floats: no per-step conversions
+    n = len(ts_) - 1
     last_check = 0
     for i in range(n):
-        t, t_next, h = float(ts[i]), float(ts[i + 1]), float(dt_left[i])
+        t, t_next, h = ts_[i], ts_[i + 1], hl[i]
         d = drift(x, t)
         nu = drift.noise(t)
-        noise = None
-        if nu > 0.0:
-            noise = normals(i).mul_(nu * math.sqrt(h))
+        z = normals(i) if nu > 0.0 else None
+        scale = nu * math.sqrt(h)  # the increment's standard deviation
         if solver == "euler" or (i == n - 1 and drift.coeffs(t_next).sigma == 0.0):
             x.add_(d, alpha=h)
-            if noise is not None:
-                x.add_(noise)
-        else:  # Heun: predictor, then the trapezoid of the two drifts
+            if z is not None:
+                x.add_(z, alpha=scale)
+        else:  # Heun: predictor, then the trapezoid of the two drifts, one Gaussian increment
             x_pred = torch.add(x, d, alpha=h)
-            if noise is not None:
-                x_pred.add_(noise)
+            if z is not None:
+                x_pred.add_(z, alpha=scale)
             d2 = drift(x_pred, t_next)
-            x.add_(d, alpha=0.5 * h).add_(d2, alpha=0.5 * float(dt_right[i]))
-            if noise is not None:
-                x.add_(noise)
+            x.add_(d, alpha=0.5 * h).add_(d2, alpha=0.5 * hr[i])
+            if z is not None:
+                x.add_(z, alpha=scale)
         if record is not None:
             record(i + 1, x.clone())
         if progress is not None:
             progress(i + 1)
         if (i + 1) % FINITE_CHECK_EVERY == 0 or i == n - 1:
-            _check(x, drift.spec.name, float(ts[last_check]), t_next)
+            _check(x, drift.spec.name, ts_[last_check], t_next)
             last_check = i + 1
     return x
