@@ -225,6 +225,75 @@ def nll(
 
 
 @app.command()
+def bench(
+    spec: Optional[str] = typer.Argument(None, help="A spec to benchmark (with --sweep for a family of them)."),
+    all_: bool = typer.Option(False, "--all", help="The default suite: every preset and peer on five targets."),
+    quick: bool = typer.Option(False, "--quick", help="The quick suite."),
+    suite: Optional[str] = typer.Option(None, help="A suite name in benchmarks/suites/ or a YAML path."),
+    sweep: Optional[List[str]] = typer.Option(None, help="PARAM=V1,V2,... (repeatable): every combination."),
+    target: Optional[List[str]] = typer.Option(None, help="Targets for SPEC (repeatable; default its run target)."),
+    nfe: str = typer.Option("4,8,16,32", help="NFE budgets for SPEC, comma separated."),
+    seeds: str = typer.Option("0", help="Seeds for SPEC, comma separated."),
+    samples: int = typer.Option(2000, help="Samples per cell for SPEC."),
+    peers: bool = typer.Option(True, "--peers/--no-peers", help="Add the k-diffusion peers to a SPEC benchmark."),
+    jobs: int = typer.Option(1, help="Cells run in this many parallel processes."),
+    report_only: bool = typer.Option(False, "--report", help="Only regenerate benchmarks/RESULTS.md from results."),
+):
+    """Quality against NFE and wall time across the spectrum and its peers (cached, resumable)."""
+
+    def body():
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from dfc import bench as b
+
+        if report_only:
+            out = b.report(b.RESULTS / "default", b.ROOT / "benchmarks" / "RESULTS.md")
+            out_console.print(f"wrote {out}")
+            return
+        if sum(bool(v) for v in (spec, all_, quick, suite)) != 1:
+            raise ConfigError("dfc bench takes one of: SPEC, --all, --quick, --suite NAME.")
+        sweeps = b.parse_sweeps(sweep or [])
+        if spec is not None:
+            from dfc.sample import build
+
+            default_target = build(spec).run.target
+            chosen = {"name": f"{Path(spec).stem}-bench", "specs": [spec], "targets": target or [default_target],
+                      "nfe": [int(v) for v in nfe.split(",")], "seeds": [int(v) for v in seeds.split(",")],
+                      "samples": samples, "peers": list(__import__("dfc.peers").peers.PEERS) if peers else [],
+                      "nll_targets": [], "nll_points": 0}
+        else:
+            chosen = b.load_suite("default" if all_ else "quick" if quick else suite)
+        if chosen["peers"] and not b.peers_available():
+            err_console.print("k-diffusion is not installed: the peer rows are skipped. Install it with "
+                              "`pip install --no-deps k-diffusion tqdm` (see README, Benchmarks).")
+            chosen["peers"] = []
+        cells = b.suite_cells(chosen, sweeps if spec is not None else None)
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err_console) as bar:
+            task = bar.add_task(f"bench {chosen['name']}", total=len(cells))
+            records = b.run_cells(cells, b.RESULTS / "cache", jobs,
+                                  progress=lambda done, total: bar.update(task, completed=done, total=total))
+        df = b.frame(records)
+        folder = b.RESULTS / chosen["name"]
+        paths = b.write_results(df, folder)
+        summ = b.summary(df)
+        for t in summ["target"].unique():
+            out_console.print(b.rich_table(b.wide(summ, t), f"{t}: {b.METRIC} by NFE (floor first)"))
+            if spec is not None and len(sweeps) > 1:
+                rows = summ[(summ["target"] == t) & (summ["kind"] == "spec")]
+                for cost in ("nfe", "wall_s"):
+                    front = b.pareto([(r[cost], r[b.METRIC], r["label"] + f" @ NFE {r['nfe_budget']}")
+                                      for _, r in rows.iterrows()])
+                    out_console.print(f"Pareto front of {b.METRIC} against {cost}: " +
+                                      "; ".join(f"{lab} ({e:.3f} at {c:.3g})" for c, e, lab in front), highlight=False)
+        if chosen["name"] == "default":
+            b.report(folder, b.ROOT / "benchmarks" / "RESULTS.md")
+        out_console.print(f"results: {folder}", highlight=False)
+
+    _guard(body)
+
+
+@app.command()
 def fmt(
     spec: str = SPEC_ARG,
     to: str = typer.Option(..., "--to", help="yaml | dfs"),

@@ -413,3 +413,23 @@ def fit_gaussian(x: Any) -> tuple[np.ndarray, np.ndarray]:
     cov = (xc.T @ xc) / (t.shape[0] - 1)
     cov = 0.5 * (cov + cov.T)
     return mean.cpu().numpy(), cov.cpu().numpy()
+
+
+def mode_metrics(x: Any, means: Any, stds: Any, k: float = 3.0, min_share: float = 0.1) -> dict[str, float]:
+    """Mixture quality: the share of modes captured and the share of high-quality samples.
+
+    A sample is high quality when it lies within `k` standard deviations of a component mean
+    (distance ≤ k·s_j·sqrt(D), the radius holding nearly all of an isotropic N(m_j, s_j² I)).
+    A mode is captured when it holds at least `min_share` of its fair share 1/K of all samples.
+    """
+    pts = _as_points(x, "x", "mode_metrics")
+    m = torch.as_tensor(means, dtype=torch.float64, device=pts.device)
+    s = torch.as_tensor(stds, dtype=torch.float64, device=pts.device).expand(m.shape[0])
+    dist = torch.cdist(pts, m)  # (N, K)
+    radius = k * s * math.sqrt(m.shape[1])
+    near = dist <= radius[None, :]
+    good = near.any(1)
+    owner = torch.where(good, (dist / radius[None, :]).argmin(1), torch.full_like(good, -1, dtype=torch.long))
+    counts = torch.bincount(owner[good], minlength=m.shape[0]).double()
+    fair = pts.shape[0] / m.shape[0]
+    return {"modes": float((counts >= min_share * fair).double().mean()), "hq": float(good.double().mean())}

@@ -924,7 +924,25 @@ def load_npy(path: str | Path, *, name: str | None = None, **kwargs: Any) -> Dat
 # factory
 
 
-TARGETS: tuple[str, ...] = ("gaussian", "gmm", "ring8", "grid25", "checkerboard")
+def gauss16(seed: int = 0) -> Gaussian:
+    """The 16-D anisotropic Gaussian of the benchmark suites: N(m, U diag(λ) Uᵀ) with eigenvalues
+    spread log-evenly over [0.1, 10], a fixed random rotation U and mean m, both from `seed`."""
+    gen = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(16, 16, generator=gen, dtype=torch.float64))
+    lam = torch.logspace(-1, 1, 16, dtype=torch.float64)
+    mean = torch.randn(16, generator=gen, dtype=torch.float64)
+    return Gaussian(mean, (q * lam) @ q.T, name="gauss16")
+
+
+def gmm16(seed: int = 0) -> GaussianMixture:
+    """The 16-D 8-component mixture of the benchmark suites: means drawn from N(0, 3² I) (`seed`),
+    std 0.5 each, equal weights."""
+    gen = torch.Generator().manual_seed(seed)
+    means = 3.0 * torch.randn(8, 16, generator=gen, dtype=torch.float64)
+    return GaussianMixture(means, 0.5, name="gmm16")
+
+
+TARGETS: tuple[str, ...] = ("gaussian", "gmm", "ring8", "grid25", "checkerboard", "gauss16", "gmm16")
 """Names make_target knows, besides any path ending in .npy."""
 
 _OPTIONS: dict[str, tuple[str, ...]] = {
@@ -933,6 +951,8 @@ _OPTIONS: dict[str, tuple[str, ...]] = {
     "ring8": ("radius", "std"),
     "grid25": ("spacing", "std"),
     "checkerboard": (),
+    "gauss16": (),
+    "gmm16": (),
     ".npy": (),
 }
 
@@ -1005,6 +1025,7 @@ def make_target(name: str, options: Mapping[str, Any] | None = None, base_dir: s
       std/scale (number or list); dim (default 2) when nothing else fixes the dimension.
     * ``gmm``: means (K x D), stds (number or K numbers, default 1), weights (K, default equal).
     * ``ring8``: radius (4), std (0.15). ``grid25``: spacing (2), std (0.1). ``checkerboard``.
+    * ``gauss16``, ``gmm16``: the 16-D targets of the benchmark suites (fixed seeds).
     * ``*.npy``: a DataSet loaded with load_npy; relative paths are resolved against base_dir.
     """
     if not isinstance(name, str) or not name.strip():
@@ -1032,6 +1053,10 @@ def make_target(name: str, options: Mapping[str, Any] | None = None, base_dir: s
         return grid25(_number(opts.get("spacing", 2.0), "spacing"), _number(opts.get("std", 0.1), "std"))
     if key == "checkerboard":
         return Checkerboard()
+    if key == "gauss16":
+        return gauss16()
+    if key == "gmm16":
+        return gmm16()
     path = Path(raw).expanduser()
     if not path.is_absolute() and base_dir is not None:
         path = Path(base_dir) / path
