@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 
@@ -85,12 +86,25 @@ def main() -> None:
     for col in ("spec", "NFE", "one field eval (ms)", "sampler (s)", "noise draws (s)", "sampler / (NFE × field)",
                 "same, less the draws"):
         table.add_column(col, justify="right")
+    rows = []
     for name in args.specs:
         steps = args.steps if name != "diffusion_gan" else min(args.steps, 16)
         m = measure(name, args.particles, args.repeats if name != "diffusion_gan" else 3, steps)
+        rows.append(m)
         table.add_row(m["spec"], str(m["nfe"]), f"{m['field_ms']:.3f}", f"{m['sampler_s']:.4f}", f"{m['draws_s']:.4f}",
                       f"{m['ratio']:.3f}", f"{m['ratio_without_draws']:.3f}")
     Console().print(table)
+    from dfc.io import atomic_write_text
+
+    lines = [f"ring8, {args.particles} particles, exact fields, best of {args.repeats} interleaved repeats. "
+             "Reproduce: `python benchmarks/overhead.py`.", "",
+             "| spec | NFE | one field eval (ms) | sampler (s) | noise draws (s) | sampler / (NFE × field) | "
+             "same, less the draws |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {m['spec']} | {m['nfe']} | {m['field_ms']:.3f} | {m['sampler_s']:.4f} | {m['draws_s']:.4f} | "
+              f"{m['ratio']:.3f} | {m['ratio_without_draws']:.3f} |" for m in rows]
+    out = Path(__file__).parent / "results" / "overhead.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -97,13 +97,17 @@ def suite_cells(suite: dict, sweeps: list[tuple] | None = None) -> list[Cell]:
 
 
 def parse_sweeps(items: list[str]) -> list[tuple]:
-    """`kappa=0,0.5,1` `eta=0,1` -> every combination as ((kappa, 0), (eta, 0)), ..."""
+    """`kappa=0,0.5,1` `eta=0,1` -> every combination as ((kappa, 0), (eta, 0)), ...
+
+    A NAME is a param or a run entry; values are separated by commas, or by `;` when they
+    contain commas themselves (`grid=uniform;karras(rho = 7)`)."""
     axes = []
     for item in items:
         if "=" not in item:
             raise ConfigError(f"--sweep {item!r} is not NAME=V1,V2,...", None, "Write e.g. --sweep kappa=0,0.5,1.")
         k, vs = item.split("=", 1)
-        axes.append([(k.strip(), v.strip()) for v in vs.split(",") if v.strip()])
+        sep = ";" if ";" in vs else ","
+        axes.append([(k.strip(), v.strip()) for v in vs.split(sep) if v.strip()])
     return [tuple(c) for c in itertools.product(*axes)] if axes else [()]
 
 
@@ -164,10 +168,14 @@ def run_cell(cell: Cell) -> dict:
 
 
 def _compile(cell: Cell, run: dict):
+    """The cell's spec; a sweep's NAME=VALUE is a run entry (clock, grid, fields, ...) or a param."""
     from dfc.compiler import compile_spec
+    from dfc.runconfig import KEYS
     from dfc.spec import load_spec
 
-    return compile_spec(load_spec(cell.name), {k: str(v) for k, v in cell.sets}, run)
+    params = {k: str(v) for k, v in cell.sets if k not in KEYS}
+    run = {k: str(v) for k, v in cell.sets if k in KEYS} | run
+    return compile_spec(load_spec(cell.name), params, run)
 
 
 def _run_spec(cell: Cell, target, ref) -> dict:
@@ -346,6 +354,13 @@ def write_results(df: pd.DataFrame, folder: Path) -> dict[str, Path]:
         md.append(wide(summ, target).to_markdown(floatfmt=".3f") + "\n")
         by_wall = summ[(summ["target"] == target) & (summ["kind"] != "floor")].sort_values("wall_s")
         front = pareto([(r.wall_s, r[METRIC], f"{r.label} @ NFE {r.nfe_budget}") for _, r in by_wall.iterrows()])
+        ordered = by_wall[["label", "nfe_budget", "nfe", "wall_s", "samples_per_s", "estimator_s", METRIC]]
+        md.append(f"Ordered by wall time: the fastest rows within 1.5× of the floor (at most 12; if none, "
+                  f"the 12 best by {METRIC}):\n")
+        floor = summ[(summ["target"] == target) & (summ["kind"] == "floor")][METRIC].mean()
+        good = ordered[ordered[METRIC] <= 1.5 * floor].head(12)
+        md.append((good if not good.empty else ordered.sort_values(METRIC).head(12))
+                  .to_markdown(index=False, floatfmt=".3g") + "\n")
         md.append("Pareto front against wall time: " + "; ".join(f"{lab} ({e:.3f}, {c:.3g} s)" for c, e, lab in front)
                   + "\n")
     atomic_write_text(paths["markdown"], "\n".join(md))

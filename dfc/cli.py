@@ -230,7 +230,8 @@ def bench(
     all_: bool = typer.Option(False, "--all", help="The default suite: every preset and peer on five targets."),
     quick: bool = typer.Option(False, "--quick", help="The quick suite."),
     suite: Optional[str] = typer.Option(None, help="A suite name in benchmarks/suites/ or a YAML path."),
-    sweep: Optional[List[str]] = typer.Option(None, help="PARAM=V1,V2,... (repeatable): every combination."),
+    sweep: Optional[List[str]] = typer.Option(None, help="NAME=V1,V2,... (repeatable): every combination; NAME is a "
+                                                         "param or a run entry (clock=sigma;sigma2 with ';')."),
     target: Optional[List[str]] = typer.Option(None, help="Targets for SPEC (repeatable; default its run target)."),
     nfe: str = typer.Option("4,8,16,32", help="NFE budgets for SPEC, comma separated."),
     seeds: str = typer.Option("0", help="Seeds for SPEC, comma separated."),
