@@ -423,6 +423,15 @@ def report(folder: Path, out: Path) -> Path:
                              f"{r['best peer']} {r['peer ' + METRIC]:.3f} (floor {r['floor']:.3f}), "
                              f"{r['spec wall s'] / max(r['peer wall s'], 1e-9):.0f}× the peer's wall time.")
         parts += ["", v.to_markdown(index=False, floatfmt=".3f"), ""]
+        below = summ[(summ["kind"] == "spec") & summ.apply(
+            lambda r: r[METRIC] < summ[(summ["target"] == r["target"]) & (summ["kind"] == "floor")][METRIC].mean(),
+            axis=1)]
+        if not below.empty:
+            parts += [f"{len(below)} spec rows score below the floor. The floor compares two independent target "
+                      "draws; samplers with a GAN part move their particles jointly (s_p is estimated from the "
+                      "whole batch), and such interacting particles can match the target's empirical measure "
+                      "more evenly than independent draws do. Their samples are not independent, so a score "
+                      "below the floor measures an even spread, not better than perfect sampling.", ""]
     parts += ["## Tables", "", (folder / "tables.md").read_text() if (folder / "tables.md").exists() else ""]
     lik = RESULTS / "likelihood.md"
     if lik.exists():

@@ -70,7 +70,8 @@ def by_hand(name, p, x, t):
     """(drift, noise) of the published SDE of preset `name` at (x, t)."""
     mean, cov = tensors()
     eye = torch.eye(DIM, dtype=x.dtype)
-    if name in ("ve_sde", "ve_ode", "ve_sde_song", "slcd", "diffusion_gan", "analytic_continuation"):
+    if name in ("ve_sde", "ve_ode", "ve_sde_song", "slcd", "diffusion_gan", "diffusion_gan_fast",
+                "analytic_continuation"):
         sigma, dsigma = ve_sigma(name, p, t)
         s_q = gauss_score(x, mean, cov + sigma**2 * eye)
         r = -2 * sigma * dsigma  # VE: noise removal rate −dσ²/dt
@@ -82,7 +83,7 @@ def by_hand(name, p, x, t):
             return 2 * r * s_q, math.sqrt(3 * r)
         diff, _ = gan_pieces(x, mean, cov, sigma)
         drift = r * s_q + p["kappa"] * r * diff  # eq. 30: reverse SDE + κ r (s_Q − s_p)
-        if name == "diffusion_gan":
+        if name in ("diffusion_gan", "diffusion_gan_fast"):
             return drift, math.sqrt(r)
         return drift, math.sqrt(2 * r + p["c"] * r)  # λ² = −c r: noise sqrt(g² + |λ²|)
     if name in ("vp_sde", "vp_ode", "subvp_sde", "subvp_ode"):
@@ -124,7 +125,7 @@ def test_preset_matches_published_sde(name):
 
 
 def test_every_row_of_the_table_is_a_preset():
-    assert set(PRESETS) == {"langevin", "ve_sde", "ve_sde_song", "vp_sde", "subvp_sde", "ve_ode", "vp_ode",
+    assert set(PRESETS) >= {"langevin", "ve_sde", "ve_sde_song", "vp_sde", "subvp_sde", "ve_ode", "vp_ode",
                             "subvp_ode", "vanilla_gan", "ns_gan", "diffflow_gan", "slcd", "analytic_continuation",
                             "diffusion_gan"}
 

@@ -476,7 +476,7 @@ def test_load_npy_errors_name_the_file(tmp_path, kind, words):
 
 
 def test_make_target_names_and_options():
-    assert set(TARGETS) == {"gaussian", "gmm", "ring8", "grid25", "checkerboard"}
+    assert set(TARGETS) == {"gaussian", "gmm", "ring8", "grid25", "checkerboard", "gauss16", "gmm16"}
     g = make_target("gaussian")
     assert isinstance(g, Gaussian) and g.dim == 2
     torch.testing.assert_close(g.to(dtype=F64).gaussian[1], torch.eye(2, dtype=F64))
