@@ -319,6 +319,8 @@ def rich_table(table: pd.DataFrame, title: str):
 
 
 def plots(summ: pd.DataFrame, folder: Path, metric: str = METRIC) -> list[Path]:
+    import matplotlib
+
     from dfc.io import atomic_save_figure
     from dfc.plot import line_plot
 
@@ -334,6 +336,17 @@ def plots(summ: pd.DataFrame, folder: Path, metric: str = METRIC) -> list[Path]:
             xs["floor"], ys["floor"] = all_x, [floor] * len(all_x)
             fig = line_plot(xs, ys, xlabel, f"{metric} (lower is better)", f"{target}: {metric} against {xlabel}",
                             logx=True, logy=True)
+            # diverged rows (coarse steps) would squash the rest: show 0.5× to 10× the floor
+            ax = fig.axes[0]
+            ax.set_ylim(0.5 * floor, 10 * floor)
+            peer_labels = set(rows[rows["kind"] == "peer"]["label"])
+            palette = matplotlib.colormaps["tab20"]
+            for i, line in enumerate(ax.get_lines()):  # 20-odd rows: 20 colours, peers dashed, floor black
+                label = line.get_label()
+                line.set_color("black" if label == "floor" else palette(i % 20))
+                line.set_linestyle("--" if label in peer_labels else ":" if label == "floor" else "-")
+            fig.set_size_inches(11, 6)
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1, fontsize=8, frameon=False)
             path = folder / f"{target}_{name}.png"
             atomic_save_figure(path, fig)
             out.append(path)
