@@ -25,6 +25,7 @@ KEYS = ("target", "fields", "solver", "backend", "steps", "grid", "clock", "time
 class RunConfig:
     target: str = "ring8"
     target_options: tuple = ()  # (name, value) pairs, for gaussian(...) / gmm(...)
+    score_ckpt: str | None = None  # a learned score (dfc train score) instead of the target's exact one
     estimator: str | None = None  # population estimate of s_p (MATH §5); None: chosen when needed
     estimator_options: tuple = ()
     solver: str = "euler"
@@ -47,7 +48,8 @@ class RunConfig:
     def describe(self) -> dict:
         out = {k: getattr(self, k) for k in KEYS if k not in ("fields", "target")}
         out["target"] = self.target + (f"({_kw(self.target_options)})" if self.target_options else "")
-        out["fields"] = "exact" + (f" + {self.estimator}" if self.estimator else "") + (
+        base = f'learned(score = "{self.score_ckpt}")' if self.score_ckpt else "exact"
+        out["fields"] = base + (f" + {self.estimator}" if self.estimator else "") + (
             f"({_kw(self.estimator_options)})" if self.estimator_options else "")
         out["grid"] = self.grid + (f"(rho = {self.rho:g})" if self.grid == "karras" else "")
         out["time"] = list(self.time)
@@ -94,9 +96,17 @@ def apply_entry(cfg: RunConfig, key: str, value, span: Span | None) -> RunConfig
     if key == "fields":
         parts = list(value) if isinstance(value, tuple) else [value]
         names = [p.name if isinstance(p, RCall) else p for p in parts]
-        if not names or names[0] != "exact" or len(parts) > 2:
-            raise _err(key, f"`fields` is `exact` optionally plus one population estimate of s_p "
-                            f"({', '.join(ESTIMATORS)}), e.g. exact + kde(h = 0.2); got {run_text(value)}.", span)
+        if not names or names[0] not in ("exact", "learned") or len(parts) > 2:
+            raise _err(key, f"`fields` is `exact` or `learned(score = \"FILE\")`, optionally plus one population "
+                            f"estimate of s_p ({', '.join(ESTIMATORS)}), e.g. exact + kde(h = 0.2); got "
+                            f"{run_text(value)}.", span)
+        ckpt = None
+        if names[0] == "learned":
+            kw = dict(parts[0].kwargs) if isinstance(parts[0], RCall) else {}
+            if set(kw) != {"score"} or not isinstance(kw["score"], str):
+                raise _err(key, 'a learned field is written learned(score = "FILE.safetensors").', span)
+            ckpt = kw["score"]
+        cfg = replace(cfg, score_ckpt=ckpt)
         if len(parts) == 1:
             return replace(cfg, estimator=None, estimator_options=())
         est = parts[1]

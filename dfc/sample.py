@@ -46,6 +46,23 @@ def make_run_target(spec: CompiledSpec, dtype=DTYPE):
     return target.to(device=cfg.device, dtype=dtype)
 
 
+def make_fields(spec: CompiledSpec, target):
+    """What the drift scores: the target itself (exact fields) or a learned score checkpoint."""
+    ckpt = spec.run.score_ckpt
+    if ckpt is None:
+        return target
+    from dfc.learn import LearnedScore
+
+    path = Path(ckpt)
+    if not path.is_absolute() and not path.exists() and spec.ir.file:
+        path = Path(spec.ir.file).parent / ckpt
+    learned = LearnedScore(path, spec.run.device, target.dtype)
+    if learned.dim != target.dim:
+        raise ConfigError(f"the learned score {path} is {learned.dim}-dimensional, the target {target.dim}-dimensional.",
+                          spec.run.spans.get("fields"), "Train the score on this target.")
+    return learned
+
+
 def prior_moments(spec: CompiledSpec, target) -> tuple[np.ndarray, np.ndarray]:
     """Mean and covariance of p_0 (for the closed-form s_p); needs a Gaussian target for `prior target`."""
     d = target.dim
@@ -89,7 +106,7 @@ def simulate(spec: CompiledSpec, target, n: int | None = None, progress=None, x0
     if x0 is None:
         x0 = sample_prior(spec, target, n, gen)
     estimator = make_estimator(spec, target, prior_moments(spec, target) if cfg.estimator == "closed" else None)
-    drift = Drift(spec, target, estimator)
+    drift = Drift(spec, make_fields(spec, target), estimator)
     ts = spec.grid()
     dt_left, dt_right = clock_steps(spec, ts)
     if cfg.device.startswith("cuda"):

@@ -539,6 +539,10 @@ class GaussianMixture(Target):
         cov = torch.eye(self.dim, dtype=self._dtype, device=self._device) * p["s2"][0]
         return p["means"][0].clone(), cov
 
+    def components(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(means (K, D), stds (K,), weights (K,)), float64 copies on the CPU."""
+        return tuple(self._master[k].clone() for k in ("means", "stds", "weights"))
+
     def moments(self) -> tuple[Tensor, Tensor]:
         """Exact (mean (D,), cov (D, D)) of q, float64 on the CPU."""
         M, w, s2 = self._master["means"], self._master["weights"], self._master["s2"]
