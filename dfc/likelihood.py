@@ -122,7 +122,7 @@ def sp_source(spec: CompiledSpec, target, *, forward_particles: int = 2000, seed
 
     name = spec.run.estimator
     if name != "closed" and not prefer_estimate and tracking(spec).holds:
-        return "tracking"
+        return "tracking"  # (with learned fields, s_p = the learned s_Q: the bound then holds for that model)
     if name is None:
         raise ConfigError(f"spec {spec.name!r} needs s_p for its likelihood and does not meet the tracking "
                           f"condition (MATH §3).", spec.run.spans.get("fields"),
@@ -230,14 +230,15 @@ class LikelihoodResult:
 
 def ode_loglik(spec: CompiledSpec, target, points: torch.Tensor, *, rtol: float = 1e-5, atol: float = 1e-5,
                method: str = "auto", probes: int = 1, seed: int = 0, source=None,
-               progress=None) -> LikelihoodResult:
+               progress=None, fields=None) -> LikelihoodResult:
     """log p_T at each point, by integrating the flow twin backward from t1 to t0 (MATH §7).
 
-    `progress(fraction)` is told how much of the work is done (batches, and time within one)."""
+    `progress(fraction)` is told how much of the work is done (batches, and time within one).
+    `fields` (default: the target) is what the drift scores, e.g. a learned score."""
     from torchdiffeq import odeint
 
     twin = spec.flow_twin()
-    field = query_drift(twin, target, source)
+    field = query_drift(twin, fields if fields is not None else target, source)
     field.prepare(twin.grid())
     how = divergence_method(method, points.shape[1])
     start = time.perf_counter()
@@ -291,7 +292,7 @@ def _noise_variance(spec: CompiledSpec, ts: np.ndarray, nodes: int = 8) -> np.nd
 
 
 def sde_elbo(spec: CompiledSpec, target, points: torch.Tensor, *, steps: int = 200, scale: float = 1.0,
-             method: str = "auto", seed: int = 0, source=None, progress=None) -> LikelihoodResult:
+             method: str = "auto", seed: int = 0, source=None, progress=None, fields=None) -> LikelihoodResult:
     """Per-point single-path estimate of the ELBO (MATH §7).
 
     The inference process runs on a uniform grid in r with a stochastic Heun step (the drift
@@ -299,7 +300,7 @@ def sde_elbo(spec: CompiledSpec, target, points: torch.Tensor, *, steps: int = 2
     it is Heun's method on the flow and the trapezoid rule on ∫ ∇·μ: second order, like the
     adaptive exact computation it then equals.
     """
-    field = query_drift(spec, target, source, need_sp=spec.exprs["noise2"] != 0)
+    field = query_drift(spec, fields if fields is not None else target, source, need_sp=spec.exprs["noise2"] != 0)
     how = divergence_method(method, points.shape[1])
     rs = np.linspace(0.0, spec.t1 - spec.t0, steps + 1)
     ts = spec.t1 - rs

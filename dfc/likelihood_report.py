@@ -42,9 +42,10 @@ def likelihood_run(spec: CompiledSpec, *, data: Path | None, n_points: int, rtol
                    divergence: str, probes: int, elbo: bool, elbo_steps: int, elbo_scale: float,
                    seed: int, prefer_estimate: bool = False, progress=None) -> LikelihoodRun:
     """Score the points; `progress(task, fraction)` is told of "nll" and "elbo" as they advance."""
-    from dfc.sample import generator_for, make_run_target
+    from dfc.sample import generator_for, make_fields, make_run_target
 
     target = make_run_target(spec, dtype=torch.float64)
+    fields = make_fields(spec, target)  # the target itself, or a learned score
     if data is not None:
         points = load_points(data, target.dim, target.dtype, target.device)
     else:
@@ -52,7 +53,7 @@ def likelihood_run(spec: CompiledSpec, *, data: Path | None, n_points: int, rtol
     source = sp_source(spec, target, seed=seed, prefer_estimate=prefer_estimate)
     report = (lambda task: (lambda f: progress(task, f))) if progress is not None else (lambda task: None)
     exact = ode_loglik(spec, target, points, rtol=rtol, atol=atol, method=divergence, probes=probes, seed=seed,
-                       source=source, progress=report("nll"))
+                       source=source, progress=report("nll"), fields=fields)
     d = points.shape[1]
     nll, nll_se = _mean_se(-exact.logp)
     record = {
@@ -60,6 +61,7 @@ def likelihood_run(spec: CompiledSpec, *, data: Path | None, n_points: int, rtol
         "source": str(data) if data is not None else f"{spec.run.describe()['target']} draws",
         "nll": nll, "nll_se": nll_se, "bpd": nll / (d * math.log(2)), "bpd_se": nll_se / (d * math.log(2)),
         "nfe": exact.nfe, "wall_s": exact.wall_s, "divergence": exact.divergence, "s_p": exact.sp,
+        "fields": spec.run.describe()["fields"],
         "rtol": rtol, "atol": atol, "seed": seed,
     }
     # the target's own log-density at the points (the model's ideal is log Q_T)
@@ -70,7 +72,7 @@ def likelihood_run(spec: CompiledSpec, *, data: Path | None, n_points: int, rtol
     lower = None
     if elbo:
         res = sde_elbo(spec, target, points, steps=elbo_steps, scale=elbo_scale, method=divergence, seed=seed,
-                       source=source, progress=report("elbo"))
+                       source=source, progress=report("elbo"), fields=fields)
         lower = res.logp
         record["elbo"], record["elbo_se"] = _mean_se(res.logp)
         record["elbo_nfe"], record["elbo_wall_s"], record["elbo_scale"] = res.nfe, res.wall_s, elbo_scale
