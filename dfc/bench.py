@@ -2,13 +2,24 @@
 
 A suite (YAML in benchmarks/suites/) names specs, peers, targets, NFE budgets, seeds and the
 number of samples. It expands into cells, one sampler run each; each cell's result is cached
-as a JSON file as soon as it finishes (atomically), so an interrupted run resumes and computes
-only what is missing, and `--jobs N` runs cells in parallel processes. Results become a long
-CSV, Markdown tables, a rich table per target, PNG plots of quality against NFE and against
-wall time, and `benchmarks/RESULTS.md`.
+as a JSON file as soon as it finishes (atomically, dfc.io), so an interrupted run resumes and
+computes only what is missing, and `--jobs N` runs cells in parallel processes. Results become
+a long CSV, Markdown tables, a rich table per target, PNG plots of quality against NFE and
+against wall time, Pareto fronts, and `benchmarks/RESULTS.md`.
 
-Every table has a floor row: the same metric between two independent target draws of the same
-size. NFE counts score-field evaluations (for peers: denoiser calls), the same way for all.
+Accounting, the same for every row:
+
+- NFE counts evaluations of the score field (for peers: calls of the denoiser
+  D(x; σ) = x + σ² ∇log q_σ(x), the same exact field). A spec with budget B takes
+  B / (NFE per step) steps of its own grid and clock.
+- k-diffusion's samplers end with a step to σ = 0, i.e. they spend their last evaluation on
+  D(x; σ_min). Like for like, a spec whose path ends at a small noise level (σ(t1) ≤
+  DENOISE_BELOW: the score-based presets) spends its last evaluation the same way, on Tweedie's
+  step to σ = 0 (`denoise = true`), unless the spec or the sweep sets `denoise` itself. Euler on
+  `ve_ode` in the σ clock then reproduces k-diffusion's Euler sample for sample (a test).
+- Every row of a (target, seed) is compared with the same reference draw; the floor is the
+  same metric between further independent target draws of the same size and that reference
+  (the mean of FLOOR_DRAWS draws).
 """
 
 from __future__ import annotations
@@ -26,12 +37,24 @@ import pandas as pd
 import torch
 import yaml
 
-from dfc.errors import ConfigError, DfcError
+from dfc.errors import ConfigError, DfcError, NumericalError
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITES = ROOT / "benchmarks" / "suites"
 RESULTS = ROOT / "benchmarks" / "results"
+HARNESS = 2  # part of every cache key: bump it when what a cell computes changes
 METRIC = "sliced_w2"  # the headline quality metric (lower is better)
+METRICS = {  # name -> (title, lower is better)
+    "sliced_w2": ("sliced W2", True),
+    "mmd": ("MMD", True),
+    "energy": ("energy distance", True),
+    "gauss_kl": ("KL of the fitted Gaussian", True),
+    "gauss_w2": ("W2 of the fitted Gaussian", True),
+    "modes": ("share of modes captured", False),
+    "hq": ("share of high-quality samples", False),
+}
+FLOOR_DRAWS = 8
+DENOISE_BELOW = 0.02
 SUITE_KEYS = {"name", "specs", "peers", "targets", "nfe", "seeds", "samples", "nll_targets", "nll_points"}
 
 
@@ -40,8 +63,9 @@ SUITE_KEYS = {"name", "specs", "peers", "targets", "nfe", "seeds", "samples", "n
 
 
 def load_suite(name_or_path: str) -> dict:
+    """A suite by name (benchmarks/suites/NAME.yaml) or path, checked and with defaults filled."""
     p = Path(name_or_path)
-    if not p.exists():
+    if not p.suffix or not p.exists():
         p = SUITES / f"{name_or_path}.yaml"
     try:
         suite = yaml.safe_load(p.read_text())
@@ -51,7 +75,8 @@ def load_suite(name_or_path: str) -> dict:
     except yaml.YAMLError as exc:
         raise ConfigError(f"suite {p}: YAML error: {exc}.") from None
     if not isinstance(suite, dict) or set(suite) - SUITE_KEYS:
-        raise ConfigError(f"suite {p}: a mapping with keys {', '.join(sorted(SUITE_KEYS))}.")
+        extra = ", ".join(sorted(set(suite) - SUITE_KEYS)) if isinstance(suite, dict) else "not a mapping"
+        raise ConfigError(f"suite {p}: unknown keys ({extra}).", None, f"Keys: {', '.join(sorted(SUITE_KEYS))}.")
     if suite.get("specs") == "all":
         from dfc.spec import preset_dir
 
@@ -59,6 +84,36 @@ def load_suite(name_or_path: str) -> dict:
     suite.setdefault("name", p.stem)
     for key, default in (("peers", []), ("seeds", [0]), ("samples", 2000), ("nll_targets", []), ("nll_points", 500)):
         suite.setdefault(key, default)
+    return check_suite(suite, str(p))
+
+
+def check_suite(suite: dict, where: str = "suite") -> dict:
+    """Fail early, with the suite's name, on a spec, peer, target or number that cannot run."""
+    from dfc.peers import PEERS
+    from dfc.spec import load_spec
+    from dfc.targets import make_target
+
+    for key in ("specs", "targets", "nfe"):
+        if not isinstance(suite.get(key), list) or not suite[key]:
+            raise ConfigError(f"{where}: `{key}` must be a non-empty list.")
+    for key in ("peers", "seeds", "nll_targets"):
+        if not isinstance(suite.get(key), list):
+            raise ConfigError(f"{where}: `{key}` must be a list.")
+    try:
+        suite["nfe"] = [int(v) for v in suite["nfe"]]
+        suite["seeds"] = [int(v) for v in suite["seeds"]]
+        suite["samples"], suite["nll_points"] = int(suite["samples"]), int(suite["nll_points"])
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: `nfe`, `seeds`, `samples` and `nll_points` are whole numbers.") from None
+    if min(suite["nfe"]) < 1 or suite["samples"] < 2:
+        raise ConfigError(f"{where}: NFE budgets are at least 1 and samples at least 2.")
+    bad = [p for p in suite["peers"] if p not in PEERS]
+    if bad:
+        raise ConfigError(f"{where}: unknown peer {bad[0]!r}.", None, f"Peers: {', '.join(PEERS)}.")
+    for t in set(suite["targets"]) | set(suite["nll_targets"]):
+        make_target(t)  # raises a ConfigError naming the target
+    for s in suite["specs"]:
+        load_spec(s)  # raises a located error for a bad spec
     return suite
 
 
@@ -70,18 +125,22 @@ class Cell:
     nfe: int
     seed: int
     samples: int
-    sets: tuple = ()  # (param, value) pairs of a sweep
+    sets: tuple = ()  # (name, value) pairs: params, or run entries (clock, grid, fields, denoise, ...)
 
     @property
     def key(self) -> str:
-        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        payload = json.dumps({"harness": HARNESS, **asdict(self)}, sort_keys=True)
+        return hashlib.sha1(payload.encode()).hexdigest()[:16]
 
     @property
     def label(self) -> str:
-        return self.name + "".join(f" {k}={v}" for k, v in self.sets) if self.kind != "floor" else "floor"
+        if self.kind == "floor":
+            return "floor"
+        return Path(self.name).stem + "".join(f" {k}={v}" for k, v in self.sets)
 
 
 def suite_cells(suite: dict, sweeps: list[tuple] | None = None) -> list[Cell]:
+    """Every cell of a suite; `sweeps` (parse_sweeps) replaces each spec by its family."""
     cells = []
     n = int(suite["samples"])
     set_grid = sweeps or [()]
@@ -96,18 +155,22 @@ def suite_cells(suite: dict, sweeps: list[tuple] | None = None) -> list[Cell]:
     return cells
 
 
-def parse_sweeps(items: list[str]) -> list[tuple]:
+def parse_sweeps(items: list[str], fixed: dict[str, str] | None = None) -> list[tuple]:
     """`kappa=0,0.5,1` `eta=0,1` -> every combination as ((kappa, 0), (eta, 0)), ...
 
     A NAME is a param or a run entry; values are separated by commas, or by `;` when they
-    contain commas themselves (`grid=uniform;karras(rho = 7)`)."""
-    axes = []
+    contain commas themselves (`grid=uniform;karras(rho = 7)`). `fixed` NAME=VALUE pairs
+    (--set) are added to every combination."""
+    axes = [[(k, v)] for k, v in (fixed or {}).items()]
     for item in items:
         if "=" not in item:
             raise ConfigError(f"--sweep {item!r} is not NAME=V1,V2,...", None, "Write e.g. --sweep kappa=0,0.5,1.")
         k, vs = item.split("=", 1)
         sep = ";" if ";" in vs else ","
-        axes.append([(k.strip(), v.strip()) for v in vs.split(sep) if v.strip()])
+        values = [(k.strip(), v.strip()) for v in vs.split(sep) if v.strip()]
+        if not k.strip() or not values:
+            raise ConfigError(f"--sweep {item!r} is not NAME=V1,V2,...", None, "Write e.g. --sweep kappa=0,0.5,1.")
+        axes.append(values)
     return [tuple(c) for c in itertools.product(*axes)] if axes else [()]
 
 
@@ -120,22 +183,50 @@ def _reference(target, n: int, seed: int):
     return target.sample(n, torch.Generator().manual_seed(10_000 + seed))
 
 
+def _diverged(target) -> dict:
+    out = {m: math.inf for m in ("sliced_w2", "mmd", "energy")}
+    if target.gaussian is not None:
+        out.update(gauss_kl=math.inf, gauss_w2=math.inf)
+    if _mixture(target):
+        out.update(modes=0.0, hq=0.0)
+    return {**out, "finite": False}
+
+
+def _mixture(target) -> bool:
+    from dfc.targets import GaussianMixture
+
+    return isinstance(target, GaussianMixture) and target.num_components > 1
+
+
 def quality(target, x: torch.Tensor, ref: torch.Tensor) -> dict:
-    from dfc.metrics import energy_distance, fit_gaussian, gaussian_kl, gaussian_w2, mmd, mode_metrics, sliced_w2
+    """Every metric that applies to `target`, of samples `x` against the reference draw `ref`.
+
+    sliced W2, MMD (multi-scale RBF, bandwidths from the reference's median distance) and
+    energy distance always; the KL and W2 of the fitted Gaussian on a Gaussian target; the
+    shares of modes captured and of high-quality samples on a mixture. A sample with a
+    non-finite point has diverged: distances inf, shares 0."""
+    from dfc.metrics import (default_mmd_scales, energy_distance, fit_gaussian, gaussian_kl, gaussian_w2, mmd,
+                             mode_metrics, sliced_w2)
 
     x = x.detach().double().cpu()
     if not bool(torch.isfinite(x).all()):
-        return {"sliced_w2": math.inf, "mmd": math.inf, "energy": math.inf, "finite": False}
-    out = {"sliced_w2": sliced_w2(x, ref), "mmd": mmd(x, ref), "energy": energy_distance(x, ref), "finite": True}
+        return _diverged(target)
+    half = ref.shape[0] // 2  # MMD bandwidths from the reference alone: one kernel for every row of a target
+    scales = default_mmd_scales(ref[:half], ref[half:]) if half >= 1 else None
+    out = {"sliced_w2": sliced_w2(x, ref), "mmd": mmd(x, ref, scales), "energy": energy_distance(x, ref),
+           "finite": True}
     gauss = target.gaussian
     if gauss is not None:
         m, c = fit_gaussian(x)
         tm, tc = (v.double().cpu().numpy() for v in gauss)
-        out["gauss_kl"] = gaussian_kl(m, c, tm, tc)
+        try:
+            out["gauss_kl"] = gaussian_kl(m, c, tm, tc)
+        except DfcError:  # a collapsed (singular) sample covariance
+            out["gauss_kl"] = math.inf
         out["gauss_w2"] = gaussian_w2(m, c, tm, tc)
-    master = getattr(target, "_master", {})
-    if "means" in master and master["means"].shape[0] > 1:
-        out.update(mode_metrics(x, master["means"], master["stds"]))
+    if _mixture(target):
+        means, stds, _ = target.components()
+        out.update(mode_metrics(x, means, stds))
     return out
 
 
@@ -143,28 +234,41 @@ def run_cell(cell: Cell) -> dict:
     """Run one cell in this process; returns a flat record (never raises for a sampler failure)."""
     from dfc.targets import make_target
 
-    torch.set_num_threads(1)  # cells run side by side in processes
-    target = make_target(cell.target).to(dtype=torch.float32)
-    ref = _reference(target, cell.samples, cell.seed).double()
+    torch.set_num_threads(1)  # cells run side by side in processes; timings are per core
     rec = {"kind": cell.kind, "name": cell.name, "label": cell.label, "target": cell.target,
            "nfe_budget": cell.nfe, "seed": cell.seed, "samples": cell.samples, "sets": dict(cell.sets)}
+    target = None
     try:
+        target = make_target(cell.target).to(dtype=torch.float32)
+        ref = _reference(target, cell.samples, cell.seed).double()
         if cell.kind == "floor":
-            other = target.sample(cell.samples, torch.Generator().manual_seed(20_000 + cell.seed))
-            rec.update(nfe=0, wall_s=0.0, estimator_s=0.0, **quality(target, other, ref))
+            rec.update(_run_floor(cell, target, ref))
         elif cell.kind == "peer":
             from dfc.peers import run_peer
 
-            start = time.perf_counter()
-            x, nfe = run_peer(cell.name, target, cell.samples, cell.nfe, cell.seed)
-            rec.update(nfe=nfe, wall_s=time.perf_counter() - start, estimator_s=0.0, **quality(target, x, ref))
+            cpu = time.process_time()
+            x, cost = run_peer(cell.name, target, cell.samples, cell.nfe, cell.seed)
+            rec.update(**cost, cpu_s=time.process_time() - cpu, estimator_s=0.0, **quality(target, x, ref))
         elif cell.kind == "spec":
             rec.update(_run_spec(cell, target, ref))
         else:
             rec.update(_run_nll(cell))
-    except DfcError as exc:
-        rec.update(error=exc.message, sliced_w2=math.inf)
+    except NumericalError as exc:  # the sampler blew up: a diverged row, not a failure
+        rec.update(_diverged(target) if target is not None else {"error": exc.message}, note=exc.message)
+    except DfcError as exc:  # a spec that cannot run on this target: deterministic, cached
+        rec.update(error=exc.message)
+    except Exception as exc:  # noqa: BLE001 — reported, and not cached: the next run retries it
+        rec.update(error=f"{type(exc).__name__}: {exc}", crashed=True)
     return rec
+
+
+def _run_floor(cell: Cell, target, ref) -> dict:
+    draws = [quality(target, target.sample(cell.samples, torch.Generator().manual_seed(20_000 + 100 * cell.seed + i)),
+                     ref) for i in range(FLOOR_DRAWS)]
+    out = {k: sum(d[k] for d in draws) / len(draws) for k in draws[0] if k != "finite"}
+    sw = [d["sliced_w2"] for d in draws]
+    out["floor_sd"] = float(torch.tensor(sw).std())  # spread of one draw's distance to the reference
+    return {"nfe": 0, "wall_s": 0.0, "estimator_s": 0.0, "finite": True, **out}
 
 
 def _compile(cell: Cell, run: dict):
@@ -178,29 +282,45 @@ def _compile(cell: Cell, run: dict):
     return compile_spec(load_spec(cell.name), params, run)
 
 
+def bench_settings(cell: Cell) -> dict:
+    """The run overrides a spec cell uses: its steps for the NFE budget, and denoise (module doc)."""
+    probe = _compile(cell, {"target": cell.target})
+    denoise = probe.run.denoise
+    if "denoise" not in probe.run.spans and probe.at("sigma", probe.t1) <= DENOISE_BELOW:
+        denoise = True  # end like k-diffusion: the last evaluation is the step to σ = 0
+    steps = max(1, cell.nfe // probe.run.nfe_per_step - (1 if denoise else 0))
+    return {"target": cell.target, "samples": str(cell.samples), "seed": str(cell.seed), "steps": str(steps),
+            "denoise": "true" if denoise else "false"}
+
+
 def _run_spec(cell: Cell, target, ref) -> dict:
     from dfc.sample import simulate
 
-    probe = _compile(cell, {"target": cell.target})
-    steps = max(1, cell.nfe // probe.run.nfe_per_step - (1 if probe.run.denoise else 0))
-    spec = _compile(cell, {"target": cell.target, "samples": str(cell.samples), "seed": str(cell.seed),
-                           "steps": str(steps)})
+    spec = _compile(cell, bench_settings(cell))
+    cpu = time.process_time()
     x, cost = simulate(spec, target)
+    cpu = time.process_time() - cpu
     data = x if spec.run.denoise else x * spec.at("u", spec.t1)
-    return {"nfe": cost["nfe"], "wall_s": cost["wall_s"], "estimator_s": cost["estimator_s"],
-            "clock": spec.run.clock, "solver": spec.run.solver, **quality(target, data, ref)}
+    return {"nfe": cost["nfe"], "wall_s": cost["wall_s"], "cpu_s": cpu, "estimator_s": cost["estimator_s"],
+            "steps": spec.run.steps,
+            "denoise": spec.run.denoise, "clock": spec.run.clock, "grid": spec.run.grid, "solver": spec.run.solver,
+            "fields": spec.run.describe().get("fields", ""), **quality(target, data, ref)}
 
 
 def _run_nll(cell: Cell) -> dict:
     """The exact NLL of the spec's flow-ODE twin (MATH §7), where s_p needs no population estimate."""
-    from dfc.likelihood import ode_loglik, sp_source
+    from dfc.explain import tracking
+    from dfc.likelihood import needs_sp, ode_loglik, sp_source
     from dfc.sample import make_run_target
 
     spec = _compile(cell, {"target": cell.target})
     target = make_run_target(spec, dtype=torch.float64)
+    if needs_sp(spec) and spec.run.estimator != "closed":
+        if not tracking(spec).holds:
+            return {"note": "s_p would need a population estimate: no exact NLL"}
+        if not _prior_is_q0(spec, target):  # s_p = s_Q is exact only when p_0 = Q_0 (MATH §3)
+            return {"note": "p_0 is not Q_0, so s_p = s_Q does not hold: no exact NLL"}
     source = sp_source(spec, target)
-    if source is not None and source != "tracking" and getattr(source, "path", None) is not None:
-        return {"nll": math.nan, "note": "needs a population estimate of s_p"}
     pts = target.sample(cell.samples, torch.Generator().manual_seed(30_000))
     r = ode_loglik(spec, target, pts, rtol=1e-4, atol=1e-4, source=source)
     nll = -r.logp
@@ -208,40 +328,71 @@ def _run_nll(cell: Cell) -> dict:
             "wall_s": r.wall_s}
 
 
+def _prior_is_q0(spec, target, rel: float = 0.05) -> bool:
+    """Whether p_0 is (about) Q_0 = law of (Y + σ(t0) ε)/u(t0): `prior target`, or a normal prior
+    whose mean and per-dimension scale match Q_0's within `rel` of its scale."""
+    if spec.ir.prior.kind != "normal":
+        return True
+    kw = {k: float(v.xreplace(spec.params)) for k, v in spec.ir.prior.kwargs}
+    y = target.sample(20_000, torch.Generator().manual_seed(1))
+    u0, s0 = spec.at("u", spec.t0), spec.at("sigma", spec.t0)
+    mean, sd = y.mean(0) / u0, ((y.var(0) + s0**2) ** 0.5) / u0
+    return bool(((mean - kw["mean"]).abs() <= rel * sd).all() and ((sd / kw["scale"] - 1).abs() <= rel).all())
+
+
 # ---------------------------------------------------------------------------------------
 # Many cells, cached
 
 
+def _plain(rec: dict) -> dict:
+    """JSON-safe: a non-finite float is stored as its name ("inf", "nan") and read back by frame()."""
+    return {k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in rec.items()}
+
+
+def _cost_hint(c: Cell) -> float:
+    """Rough relative cost, to start the long cells first when running in parallel."""
+    return {"nll": 1e4, "floor": 50.0}.get(c.kind, c.nfe)
+
+
 def run_cells(cells: list[Cell], cache: Path, jobs: int = 1, progress=None) -> list[dict]:
-    """Results of all cells: cached ones read back, missing ones computed and cached one by one."""
+    """Results of all cells: cached ones read back, missing ones computed and cached one by one.
+
+    `progress(done, total, last_label)` is called as cells finish. A cell that crashed (an
+    unexpected exception, not a DfcError) is reported in its record but not cached."""
     from dfc.io import atomic_write_json
 
     cache.mkdir(parents=True, exist_ok=True)
     done, todo = {}, []
-    for c in cells:
+    for c in dict.fromkeys(cells):  # a cell listed twice runs once
         f = cache / f"{c.key}.json"
         if f.exists():
             try:
                 done[c.key] = json.loads(f.read_text())
                 continue
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, OSError):
                 pass  # an unreadable cache file is recomputed
         todo.append(c)
+    total = len(done) + len(todo)
     if progress:
-        progress(len(done), len(cells))
+        progress(len(done), total, "")
 
     def finish(c: Cell, rec: dict):
-        rec = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in rec.items()}
-        atomic_write_json(cache / f"{c.key}.json", rec)
+        rec = _plain(rec)
+        if not rec.get("crashed"):
+            atomic_write_json(cache / f"{c.key}.json", rec)
         done[c.key] = rec
         if progress:
-            progress(len(done), len(cells))
+            progress(len(done), total, f"{c.label} · {c.target} · NFE {c.nfe}")
 
-    if jobs <= 1:
+    todo.sort(key=_cost_hint, reverse=True)
+    if jobs <= 1 or len(todo) <= 1:
         for c in todo:
             finish(c, run_cell(c))
     else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        import multiprocessing
+
+        # spawn: a fresh interpreter per worker, safe whatever torch's thread pools did in this one
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = {pool.submit(run_cell, c): c for c in todo}
             for fut in as_completed(futures):
                 finish(futures[fut], fut.result())
@@ -255,54 +406,110 @@ def peers_available() -> bool:
 
 
 # ---------------------------------------------------------------------------------------
-# Tables, plots, Pareto fronts
+# Summaries, tables, plots, Pareto fronts
 
 
 def frame(records: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(records)
-    for col in ("sliced_w2", "mmd", "energy", "wall_s", "nfe", "estimator_s"):
+    for col in (*METRICS, "wall_s", "cpu_s", "nfe", "estimator_s", "nll", "nll_se", "floor_sd"):
         if col in df:
             df[col] = pd.to_numeric(df[col], errors="coerce")
+    if "error" not in df:
+        df["error"] = None
     return df
 
 
-def summary(df: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
-    """Mean over seeds per (target, row, NFE budget): metric, actual NFE, wall time, samples/s."""
-    runs = df[df["kind"].isin(["spec", "peer", "floor"])]
-    g = runs.groupby(["target", "kind", "label", "nfe_budget"], dropna=False)
-    out = g.agg(**{metric: (metric, "mean"), "nfe": ("nfe", "mean"), "wall_s": ("wall_s", "mean"),
-                   "estimator_s": ("estimator_s", "mean"), "samples": ("samples", "first")}).reset_index()
+def summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean over seeds per (target, row, NFE budget): every metric, actual NFE, wall time,
+    samples/s, KDE time, the spread of the headline metric over seeds, failures."""
+    runs = df[df["kind"].isin(["spec", "peer", "floor"])].copy()
+    runs["failed"] = runs["error"].notna()
+    metrics = [m for m in METRICS if m in runs]
+    agg = {m: (m, "mean") for m in metrics}
+    agg.update({f"{METRIC}_sd": (METRIC, "std"), "nfe": ("nfe", "mean"), "wall_s": ("wall_s", "mean"),
+                **({"cpu_s": ("cpu_s", "mean")} if "cpu_s" in runs else {}),
+                "estimator_s": ("estimator_s", "mean"), "samples": ("samples", "first"), "seeds": ("seed", "nunique"),
+                "failed": ("failed", "sum")})
+    if "floor_sd" in runs:
+        agg["floor_sd"] = ("floor_sd", "mean")
+    out = runs.groupby(["target", "kind", "label", "nfe_budget"], dropna=False).agg(**agg).reset_index()
     out["samples_per_s"] = out["samples"] / out["wall_s"].where(out["wall_s"] > 0)
+    out["kde_share"] = out["estimator_s"] / out["wall_s"].where(out["wall_s"] > 0)
     nll = df[df["kind"] == "nll"]
     if not nll.empty and "nll" in nll:
-        out = out.merge(nll[["target", "label", "nll"]], on=["target", "label"], how="left")
+        out = out.merge(nll[["target", "label", "nll"]].drop_duplicates(["target", "label"]),
+                        on=["target", "label"], how="left")
     return out
 
 
-def pareto(points: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
-    """The points no other point beats on both cost (first) and error (second), by cost."""
+def floor_of(summ: pd.DataFrame, target: str, metric: str = METRIC) -> float:
+    f = summ[(summ["target"] == target) & (summ["kind"] == "floor")]
+    return float(f[metric].mean()) if metric in f and not f.empty else math.nan
+
+
+def pareto(points: list[tuple[float, float, str]], lower_is_better: bool = True) -> list[tuple[float, float, str]]:
+    """The points no other point beats on both cost (first) and error (second), by cost.
+
+    Points with a non-finite cost or error are left out; with `lower_is_better=False` the
+    second coordinate is a score (higher is better)."""
+    sign = 1.0 if lower_is_better else -1.0
+    ok = [p for p in points if math.isfinite(p[0]) and math.isfinite(p[1])]
     front, best = [], math.inf
-    for cost, err, label in sorted(points, key=lambda p: (p[0], p[1])):
-        if err < best:
+    for cost, err, label in sorted(ok, key=lambda p: (p[0], sign * p[1])):
+        if sign * err < best:
             front.append((cost, err, label))
-            best = err
+            best = sign * err
     return front
 
 
+def fmt(v) -> str:
+    """A table cell: 3 decimals, or 3 significant digits when large; 'div.' for a diverged run."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, (bool, str)):
+        return str(v)
+    v = float(v)
+    if math.isinf(v):
+        return "div."
+    if v != 0 and (abs(v) >= 1000 or abs(v) < 0.001):
+        return f"{v:.2e}"
+    return f"{v:.3f}"
+
+
 def wide(summ: pd.DataFrame, target: str, metric: str = METRIC) -> pd.DataFrame:
-    """One row per sampler, one column per NFE budget, plus NLL and the wall time at the largest NFE."""
+    """One row per sampler (floor first), one column per NFE budget, plus the wall time and
+    KDE time at the largest NFE, and the NLL where measured. Sorted by the second NFE column."""
     s = summ[summ["target"] == target]
-    table = s[s["kind"] != "floor"].pivot_table(index="label", columns="nfe_budget", values=metric)
-    floor = s[s["kind"] == "floor"][metric].mean()
+    rows = s[s["kind"] != "floor"]
+    if rows.empty or metric not in rows:
+        return pd.DataFrame()
+    table = rows.pivot_table(index="label", columns="nfe_budget", values=metric, aggfunc="first", dropna=False)
     table.columns = [f"NFE {c}" for c in table.columns]
-    last = s[s["kind"] != "floor"].sort_values("nfe_budget").groupby("label").last()
+    last = rows.sort_values("nfe_budget").groupby("label").last()
+    kind = rows.groupby("label")["kind"].first()
     table["wall s (max NFE)"] = last["wall_s"]
     table["KDE s (max NFE)"] = last["estimator_s"]
-    if "nll" in s:
-        table["NLL"] = s.groupby("label")["nll"].first()
-    table = table.sort_values(table.columns[min(1, len(table.columns) - 1)])
-    floor_row = pd.DataFrame({c: [floor if c.startswith("NFE") else math.nan] for c in table.columns}, index=["floor"])
+    if "nll" in s and s["nll"].notna().any():
+        table["NLL"] = rows.groupby("label")["nll"].first()
+    lower = METRICS[metric][1]
+    key_col = table.columns[min(1, len([c for c in table.columns if c.startswith("NFE")]) - 1)]
+    table = table.sort_values(key_col, ascending=lower, na_position="last")
+    table.insert(0, "kind", kind.reindex(table.index))
+    floor = floor_of(summ, target, metric)
+    floor_row = pd.DataFrame({c: [floor if c.startswith("NFE") else ("floor" if c == "kind" else math.nan)]
+                              for c in table.columns}, index=["floor"])
     return pd.concat([floor_row, table])
+
+
+def _strings(table: pd.DataFrame) -> pd.DataFrame:
+    return table.apply(lambda col: col.map(fmt)) if not table.empty else table
+
+
+def markdown(table: pd.DataFrame, index: bool = True, index_name: str = "sampler") -> str:
+    t = _strings(table)
+    if index:
+        t = t.rename_axis(index_name).reset_index()
+    return t.to_markdown(index=False, disable_numparse=True)
 
 
 def rich_table(table: pd.DataFrame, title: str):
@@ -312,14 +519,38 @@ def rich_table(table: pd.DataFrame, title: str):
     t.add_column("sampler")
     for c in table.columns:
         t.add_column(str(c), justify="right")
-    for label, row in table.iterrows():
-        cells = ["" if (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}" for v in row.values]
-        t.add_row(str(label), *cells, style="dim" if label == "floor" else None)
+    for label, row in _strings(table).iterrows():
+        t.add_row(str(label), *row.values, style="dim" if label == "floor" else None)
     return t
 
 
+def front_table(summ: pd.DataFrame, target: str, cost: str, kinds=("spec", "peer"), metric: str = METRIC) -> pd.DataFrame:
+    """The Pareto front of `metric` against `cost` ("nfe" or "wall_s") over the rows of `kinds`."""
+    s = summ[(summ["target"] == target) & summ["kind"].isin(kinds)].reset_index(drop=True)
+    pts = [(r[cost], r[metric], str(i)) for i, r in s.iterrows()]
+    idx = [int(lab) for _, _, lab in pareto(pts, METRICS[metric][1])]
+    return _cost_columns(s.loc[idx], metric)
+
+
+COST_COLUMNS = {"kind": "kind", "label": "label", "nfe_budget": "NFE budget", "nfe": "nfe", "wall_s": "wall s",
+                "cpu_s": "CPU s", "samples_per_s": "samples/s", "estimator_s": "KDE s"}
+
+
+def _cost_columns(s: pd.DataFrame, metric: str) -> pd.DataFrame:
+    cols = [c for c in COST_COLUMNS if c in s] + [metric]
+    return s[cols].rename(columns=COST_COLUMNS)
+
+
+def cost_table(summ: pd.DataFrame, target: str, metric: str = METRIC) -> pd.DataFrame:
+    """Every (sampler, NFE) row of a target with its cost columns, ordered by wall time."""
+    s = summ[(summ["target"] == target) & (summ["kind"] != "floor")].sort_values("wall_s")
+    return _cost_columns(s, metric)
+
+
 def plots(summ: pd.DataFrame, folder: Path, metric: str = METRIC) -> list[Path]:
+    """`<target>_nfe.png` and `<target>_wall.png`: the metric against NFE and against wall time."""
     import matplotlib
+    import numpy as np
 
     from dfc.io import atomic_save_figure
     from dfc.plot import line_plot
@@ -327,24 +558,32 @@ def plots(summ: pd.DataFrame, folder: Path, metric: str = METRIC) -> list[Path]:
     out = []
     for target, s in summ.groupby("target"):
         rows = s[s["kind"] != "floor"]
-        floor = s[s["kind"] == "floor"][metric].mean()
-        for x, xlabel, name in (("nfe", "NFE", "nfe"), ("wall_s", "wall seconds", "wall")):
-            series = {label: dict(zip(g[x], g[metric])) for label, g in rows.sort_values(x).groupby("label")}
-            xs = {label: list(v) for label, v in series.items()}
-            ys = {label: list(v.values()) for label, v in series.items()}
-            all_x = sorted({v for vals in xs.values() for v in vals})
-            xs["floor"], ys["floor"] = all_x, [floor] * len(all_x)
-            fig = line_plot(xs, ys, xlabel, f"{metric} (lower is better)", f"{target}: {metric} against {xlabel}",
+        floor = floor_of(summ, target, metric)
+        lower = METRICS[metric][1]
+        finite = rows[metric].replace([np.inf, -np.inf], np.nan).dropna()
+        for x, xlabel, name in (("nfe", "NFE (score / denoiser evaluations)", "nfe"), ("wall_s", "wall seconds", "wall")):
+            xs, ys = {}, {}
+            for label, g in rows.sort_values(x).groupby("label"):
+                key = f"{label} (k-diffusion)" if g["kind"].iloc[0] == "peer" else label
+                xs[key] = list(g[x])
+                ys[key] = [v if math.isfinite(v) else None for v in g[metric]]
+            if math.isfinite(floor) and xs:
+                all_x = sorted({v for vals in xs.values() for v in vals if v > 0})
+                xs["floor"], ys["floor"] = all_x, [floor] * len(all_x)
+            fig = line_plot(xs, ys, xlabel, f"{METRICS[metric][0]} ({'lower' if METRICS[metric][1] else 'higher'} "
+                            f"is better)", f"{target}: {METRICS[metric][0]} against {xlabel.split(' (')[0]}",
                             logx=True, logy=True)
-            # diverged rows (coarse steps) would squash the rest: show 0.5× to 10× the floor
             ax = fig.axes[0]
-            ax.set_ylim(0.5 * floor, 10 * floor)
-            peer_labels = set(rows[rows["kind"] == "peer"]["label"])
+            if math.isfinite(floor) and floor > 0:  # diverged rows (coarse steps) would squash the rest
+                lo = min(0.5 * floor, 0.9 * finite.min()) if not finite.empty else 0.5 * floor
+                ax.set_ylim(lo, 10 * floor) if lower else ax.set_ylim(lo, 1.05)
+            elif not finite.empty:
+                ax.set_ylim(0.8 * finite.min(), min(finite.max(), 20 * finite.min()))
             palette = matplotlib.colormaps["tab20"]
             for i, line in enumerate(ax.get_lines()):  # 20-odd rows: 20 colours, peers dashed, floor black
                 label = line.get_label()
                 line.set_color("black" if label == "floor" else palette(i % 20))
-                line.set_linestyle("--" if label in peer_labels else ":" if label == "floor" else "-")
+                line.set_linestyle("--" if label.endswith("(k-diffusion)") else ":" if label == "floor" else "-")
             fig.set_size_inches(11, 6)
             ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1, fontsize=8, frameon=False)
             path = folder / f"{target}_{name}.png"
@@ -353,7 +592,30 @@ def plots(summ: pd.DataFrame, folder: Path, metric: str = METRIC) -> list[Path]:
     return out
 
 
+def targets_metrics(summ: pd.DataFrame, target: str) -> list[str]:
+    s = summ[summ["target"] == target]
+    return [m for m in METRICS if m in s and s[m].notna().any()]
+
+
+def tables_markdown(summ: pd.DataFrame) -> str:
+    """Every target: the headline table, the other metrics, the fronts and the cost table."""
+    md = []
+    for target in summ["target"].unique():
+        md.append(f"## {target}\n")
+        for m in targets_metrics(summ, target):
+            title, lower = METRICS[m]
+            md.append(f"### {target}: {title} ({'lower' if lower else 'higher'} is better), mean over seeds\n")
+            md.append(markdown(wide(summ, target, m)) + "\n")
+        for cost, what in (("nfe", "NFE"), ("wall_s", "wall time")):
+            md.append(f"### {target}: Pareto front of {METRICS[METRIC][0]} against {what}\n")
+            md.append(markdown(front_table(summ, target, cost), index=False) + "\n")
+        md.append(f"### {target}: every row, ordered by wall time\n")
+        md.append(markdown(cost_table(summ, target), index=False) + "\n")
+    return "\n".join(md)
+
+
 def write_results(df: pd.DataFrame, folder: Path) -> dict[str, Path]:
+    """results.csv (one line per cell), summary.csv (mean over seeds), tables.md, plots."""
     from dfc.io import atomic_write_text
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -361,54 +623,89 @@ def write_results(df: pd.DataFrame, folder: Path) -> dict[str, Path]:
     paths = {"csv": folder / "results.csv", "summary": folder / "summary.csv", "markdown": folder / "tables.md"}
     atomic_write_text(paths["csv"], df.to_csv(index=False))
     atomic_write_text(paths["summary"], summ.to_csv(index=False))
-    md = []
-    for target in summ["target"].unique():
-        md.append(f"### {target} ({METRIC}, mean over seeds; lower is better)\n")
-        md.append(wide(summ, target).to_markdown(floatfmt=".3f") + "\n")
-        by_wall = summ[(summ["target"] == target) & (summ["kind"] != "floor")].sort_values("wall_s")
-        front = pareto([(r.wall_s, r[METRIC], f"{r.label} @ NFE {r.nfe_budget}") for _, r in by_wall.iterrows()])
-        ordered = by_wall[["label", "nfe_budget", "nfe", "wall_s", "samples_per_s", "estimator_s", METRIC]]
-        md.append(f"Ordered by wall time: the fastest rows within 1.5× of the floor (at most 12; if none, "
-                  f"the 12 best by {METRIC}):\n")
-        floor = summ[(summ["target"] == target) & (summ["kind"] == "floor")][METRIC].mean()
-        good = ordered[ordered[METRIC] <= 1.5 * floor].head(12)
-        md.append((good if not good.empty else ordered.sort_values(METRIC).head(12))
-                  .to_markdown(index=False, floatfmt=".3g") + "\n")
-        md.append("Pareto front against wall time: " + "; ".join(f"{lab} ({e:.3f}, {c:.3g} s)" for c, e, lab in front)
-                  + "\n")
-    atomic_write_text(paths["markdown"], "\n".join(md))
+    atomic_write_text(paths["markdown"], tables_markdown(summ))
     for p in plots(summ, folder):
         paths[p.stem] = p
     return paths
 
 
 # ---------------------------------------------------------------------------------------
-# RESULTS.md
+# The answer: best rows per NFE and per wall time, the GAN part against DPM++ 2M and Heun
 
 
-def verdict(summ: pd.DataFrame, budgets=(4, 8, 16)) -> pd.DataFrame:
-    """Per target and NFE: the best DiffFlow spec, the best peer, their metric and wall times."""
+def _best(s: pd.DataFrame, metric: str = METRIC):
+    s = s[s[metric].notna()]
+    if s.empty:
+        return None
+    return s.sort_values(metric, ascending=METRICS[metric][1]).iloc[0]
+
+
+def verdict(summ: pd.DataFrame, budgets=(4, 8, 16, 32, 64)) -> pd.DataFrame:
+    """Per target and NFE budget: the best spec and the best peer, their metric and wall times."""
     rows = []
     for (target, nfe), s in summ[summ["kind"] != "floor"].groupby(["target", "nfe_budget"]):
         if nfe not in budgets:
             continue
-        floor = summ[(summ["target"] == target) & (summ["kind"] == "floor")][METRIC].mean()
-        spec = s[s["kind"] == "spec"].sort_values(METRIC).head(1)
-        peer = s[s["kind"] == "peer"].sort_values(METRIC).head(1)
-        if spec.empty:
+        spec, peer = _best(s[s["kind"] == "spec"]), _best(s[s["kind"] == "peer"])
+        if spec is None:
             continue
-        row = {"target": target, "NFE": nfe, "floor": floor, "best spec": spec["label"].iloc[0],
-               "spec " + METRIC: spec[METRIC].iloc[0], "spec wall s": spec["wall_s"].iloc[0]}
-        if not peer.empty:
-            row.update({"best peer": peer["label"].iloc[0], "peer " + METRIC: peer[METRIC].iloc[0],
-                        "peer wall s": peer["wall_s"].iloc[0],
-                        "spec beats peer": bool(spec[METRIC].iloc[0] < peer[METRIC].iloc[0])})
+        row = {"target": target, "NFE": nfe, "floor": floor_of(summ, target), "best spec": spec["label"],
+               "spec " + METRIC: spec[METRIC], "spec wall s": spec["wall_s"]}
+        if peer is not None:
+            row.update({"best peer": peer["label"], "peer " + METRIC: peer[METRIC], "peer wall s": peer["wall_s"],
+                        "spec beats peer": bool(spec[METRIC] < peer[METRIC])})
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def report(folder: Path, out: Path) -> Path:
-    """benchmarks/RESULTS.md from the latest results in `folder` (and likelihood.md if present)."""
+WALL_BUDGETS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+
+
+def by_wall(summ: pd.DataFrame, budgets=WALL_BUDGETS) -> pd.DataFrame:
+    """Per target and wall-time budget (seconds, per core): the best spec row and peer row within it."""
+    rows = []
+    for target, s in summ[summ["kind"] != "floor"].groupby("target"):
+        for w in budgets:
+            within = s[s["wall_s"] <= w]
+            spec, peer = _best(within[within["kind"] == "spec"]), _best(within[within["kind"] == "peer"])
+            row = {"target": target, "wall ≤ s": w, "floor": floor_of(summ, target)}
+            if spec is not None:
+                row.update({"best spec": f"{spec['label']} @ {spec['nfe_budget']}", "spec " + METRIC: spec[METRIC]})
+            if peer is not None:
+                row.update({"best peer": f"{peer['label']} @ {peer['nfe_budget']}", "peer " + METRIC: peer[METRIC]})
+            if spec is not None or peer is not None:
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+GAN_PEERS = ("dpmpp_2m", "heun")
+
+
+def gan_vs_peers(summ: pd.DataFrame, budgets=(4, 8, 16)) -> pd.DataFrame:
+    """The best spec with a GAN part (a population estimate of s_p: KDE time > 0) against
+    DPM++ 2M and Heun at each NFE budget, and its wall-time price."""
+    rows = []
+    for (target, nfe), s in summ[summ["kind"] != "floor"].groupby(["target", "nfe_budget"]):
+        if nfe not in budgets:
+            continue
+        gan = _best(s[(s["kind"] == "spec") & (s["estimator_s"] > 0)])
+        if gan is None:
+            continue
+        row = {"target": target, "NFE": nfe, "floor": floor_of(summ, target), "best GAN-part spec": gan["label"],
+               METRIC: gan[METRIC], "wall s": gan["wall_s"], "KDE share": gan["kde_share"]}
+        for p in GAN_PEERS:
+            peer = s[(s["kind"] == "peer") & (s["label"] == p)]
+            if not peer.empty:
+                row[p] = peer[METRIC].iloc[0]
+                row[f"× {p} wall"] = gan["wall_s"] / max(float(peer["wall_s"].iloc[0]), 1e-9)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def report(folder: Path, out: Path, notes: Path | None = None) -> Path:
+    """benchmarks/RESULTS.md from the latest results in `folder`: the answer (tables generated
+    from the numbers, then the hand-written reading in `notes` if present), every table, and
+    the likelihood and overhead reports if present."""
     from dfc.io import atomic_write_text
 
     csv = folder / "results.csv"
@@ -416,41 +713,48 @@ def report(folder: Path, out: Path) -> Path:
         raise ConfigError(f"no results at {csv}.", None, "Run `dfc bench --all` (or --quick) first.")
     df = frame(pd.read_csv(csv).to_dict("records"))
     summ = summary(df)
-    v = verdict(summ)
+    rel = csv.relative_to(ROOT) if csv.is_relative_to(ROOT) else csv
+    runs = df[df["kind"].isin(["spec", "peer"])]
     parts = ["# dfc benchmark results", "",
-             f"Generated by `dfc bench --report` from `{csv.relative_to(ROOT) if csv.is_relative_to(ROOT) else csv}`; "
-             f"reproduce with `dfc bench --all --jobs 2` then `dfc bench --report`. Quality is {METRIC} to a "
-             f"fresh target draw (lower is better), the mean over seeds; the floor is the same metric between two "
-             f"independent target draws of the same size. NFE counts score-field (denoiser) evaluations.", ""]
+             f"Generated by `dfc bench --report` from `{rel}` ({len(runs)} sampler runs; "
+             f"{runs['seed'].nunique()} seeds, {int(runs['samples'].max())} samples each). Reproduce with "
+             f"`dfc bench --all --jobs 2` (it writes this file too). Quality is {METRICS[METRIC][0]} to a reference "
+             f"target draw of the same size (lower is better), the mean over seeds; the **floor** is the same metric "
+             f"between independent target draws and that reference (mean of {FLOOR_DRAWS} draws per seed). NFE counts "
+             f"score-field (denoiser) evaluations; a score-based spec, like k-diffusion, spends its last one on the "
+             f"step to σ = 0. Wall times are seconds on one CPU core (2,000 particles).", ""]
+    notes = notes if notes is not None else folder / "notes.md"
+    if notes.exists():
+        parts += ["## The answer", "", notes.read_text().strip(), ""]
+    v = verdict(summ)
     if not v.empty:
-        wins = v[v.get("spec beats peer", False) == True] if "spec beats peer" in v else v.iloc[0:0]  # noqa: E712
-        parts += ["## The answer", ""]
+        parts += ["## Best spec and best peer at each NFE", ""]
         if "best peer" not in v:
             parts.append("Peers were not installed for this run: no peer comparison.")
         else:
+            wins = v[v["spec beats peer"] == True]  # noqa: E712
             parts.append(f"A DiffFlow spec beats the best k-diffusion sampler in {len(wins)} of {len(v)} "
-                         f"(target, NFE ≤ 16) cases. Where it wins, the wall-time price is the ratio below "
-                         f"(the GAN part's KDE is O(N²) per evaluation).")
-            for _, r in wins.iterrows():
-                parts.append(f"- {r['target']}, {r['NFE']} NFE: **{r['best spec']}** {r['spec ' + METRIC]:.3f} vs "
-                             f"{r['best peer']} {r['peer ' + METRIC]:.3f} (floor {r['floor']:.3f}), "
-                             f"{r['spec wall s'] / max(r['peer wall s'], 1e-9):.0f}× the peer's wall time.")
-        parts += ["", v.to_markdown(index=False, floatfmt=".3f"), ""]
-        below = summ[(summ["kind"] == "spec") & summ.apply(
-            lambda r: r[METRIC] < summ[(summ["target"] == r["target"]) & (summ["kind"] == "floor")][METRIC].mean(),
-            axis=1)]
-        if not below.empty:
-            parts += [f"{len(below)} spec rows score below the floor. The floor compares two independent target "
-                      "draws; samplers with a GAN part move their particles jointly (s_p is estimated from the "
-                      "whole batch), and such interacting particles can match the target's empirical measure "
-                      "more evenly than independent draws do. Their samples are not independent, so a score "
-                      "below the floor measures an even spread, not better than perfect sampling.", ""]
-    parts += ["## Tables", "", (folder / "tables.md").read_text() if (folder / "tables.md").exists() else ""]
-    lik = RESULTS / "likelihood.md"
-    if lik.exists():
-        parts += ["## Likelihood (dfc nll)", "", lik.read_text()]
-    overhead = RESULTS / "overhead.md"
-    if overhead.exists():
-        parts += ["## Native sampler overhead", "", overhead.read_text()]
+                         f"(target, NFE) cases.")
+        parts += ["", markdown(v, index=False), ""]
+        w = by_wall(summ)
+        if not w.empty:
+            parts += ["## Best spec and best peer within a wall-time budget", "",
+                      "The best row (any NFE) whose wall time per run is within the budget.", "",
+                      markdown(w, index=False), ""]
+        g = gan_vs_peers(summ)
+        if not g.empty:
+            parts += ["## The GAN part against DPM++ 2M and Heun at 4–16 NFE", "",
+                      "The best spec whose drift has a GAN part (s_p by KDE over the particles), its wall-time "
+                      "price as a multiple of each peer's, and the share of its time spent in the KDE.", "",
+                      markdown(g, index=False), ""]
+        failed = summ[summ["failed"] > 0]
+        if not failed.empty:
+            parts += [f"{len(failed)} (row, NFE) cells failed to run; their errors are in `results.csv`.", ""]
+    parts += ["# Tables", "", f"Plots: `{(folder / '<target>_nfe.png').relative_to(ROOT) if folder.is_relative_to(ROOT) else folder}`"
+              " and `<target>_wall.png`.", "", tables_markdown(summ)]
+    for name, title in (("likelihood.md", "Likelihood (dfc nll)"), ("overhead.md", "Native sampler overhead")):
+        extra = RESULTS / name
+        if extra.exists():
+            parts += [f"# {title}", "", extra.read_text()]
     atomic_write_text(out, "\n".join(parts) + "\n")
     return out

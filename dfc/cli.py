@@ -228,17 +228,20 @@ def nll(
 def bench(
     spec: Optional[str] = typer.Argument(None, help="A spec to benchmark (with --sweep for a family of them)."),
     all_: bool = typer.Option(False, "--all", help="The default suite: every preset and peer on five targets."),
-    quick: bool = typer.Option(False, "--quick", help="The quick suite."),
+    quick: bool = typer.Option(False, "--quick", help="The quick suite (a first look, under two minutes)."),
     suite: Optional[str] = typer.Option(None, help="A suite name in benchmarks/suites/ or a YAML path."),
     sweep: Optional[List[str]] = typer.Option(None, help="NAME=V1,V2,... (repeatable): every combination; NAME is a "
                                                          "param or a run entry (clock=sigma;sigma2 with ';')."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="NAME=VALUE for every cell of SPEC (a param or a "
+                                                                "run entry; repeatable)."),
     target: Optional[List[str]] = typer.Option(None, help="Targets for SPEC (repeatable; default its run target)."),
     nfe: str = typer.Option("4,8,16,32", help="NFE budgets for SPEC, comma separated."),
     seeds: str = typer.Option("0", help="Seeds for SPEC, comma separated."),
     samples: int = typer.Option(2000, help="Samples per cell for SPEC."),
     peers: bool = typer.Option(True, "--peers/--no-peers", help="Add the k-diffusion peers to a SPEC benchmark."),
     jobs: int = typer.Option(1, help="Cells run in this many parallel processes."),
-    report_only: bool = typer.Option(False, "--report", help="Only regenerate benchmarks/RESULTS.md from results."),
+    report_only: bool = typer.Option(False, "--report", help="Only regenerate benchmarks/RESULTS.md from the "
+                                                             "latest default results."),
 ):
     """Quality against NFE and wall time across the spectrum and its peers (cached, resumable)."""
 
@@ -246,49 +249,66 @@ def bench(
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         from dfc import bench as b
+        from dfc.peers import PEERS
 
+        results_md = b.ROOT / "benchmarks" / "RESULTS.md"
         if report_only:
-            out = b.report(b.RESULTS / "default", b.ROOT / "benchmarks" / "RESULTS.md")
-            out_console.print(f"wrote {out}")
+            out_console.print(f"wrote {b.report(b.RESULTS / 'default', results_md)}", highlight=False)
             return
         if sum(bool(v) for v in (spec, all_, quick, suite)) != 1:
-            raise ConfigError("dfc bench takes one of: SPEC, --all, --quick, --suite NAME.")
-        sweeps = b.parse_sweeps(sweep or [])
+            raise ConfigError("dfc bench takes one of: SPEC, --all, --quick, --suite NAME (or --report).")
+        if (sweep or set_) and spec is None:
+            raise ConfigError("--sweep and --set apply to a SPEC benchmark.", None,
+                              "Write e.g. dfc bench diffusion_gan --sweep kappa=0,0.5,1.")
+        if jobs < 1:
+            raise ConfigError(f"--jobs {jobs}: at least 1.")
+        sweeps = b.parse_sweeps(sweep or [], _pairs(set_, "--set"))
         if spec is not None:
             from dfc.sample import build
 
-            default_target = build(spec).run.target
-            chosen = {"name": f"{Path(spec).stem}-bench", "specs": [spec], "targets": target or [default_target],
-                      "nfe": [int(v) for v in nfe.split(",")], "seeds": [int(v) for v in seeds.split(",")],
-                      "samples": samples, "peers": list(__import__("dfc.peers").peers.PEERS) if peers else [],
-                      "nll_targets": [], "nll_points": 0}
+            try:
+                budgets = [int(v) for v in nfe.split(",")]
+                seed_list = [int(v) for v in seeds.split(",")]
+            except ValueError:
+                raise ConfigError(f"--nfe {nfe!r} and --seeds {seeds!r} are comma-separated whole numbers.") from None
+            chosen = b.check_suite({"name": f"{Path(spec).stem}-bench", "specs": [spec],
+                                    "targets": target or [build(spec).run.target], "nfe": budgets,
+                                    "seeds": seed_list, "samples": samples, "peers": list(PEERS) if peers else [],
+                                    "nll_targets": [], "nll_points": 0}, "dfc bench")
         else:
             chosen = b.load_suite("default" if all_ else "quick" if quick else suite)
         if chosen["peers"] and not b.peers_available():
             err_console.print("k-diffusion is not installed: the peer rows are skipped. Install it with "
-                              "`pip install --no-deps k-diffusion tqdm` (see README, Benchmarks).")
+                              "`pip install -e \".[peers]\" && pip install --no-deps k-diffusion` (README, Benchmarks).",
+                              highlight=False)
             chosen["peers"] = []
         cells = b.suite_cells(chosen, sweeps if spec is not None else None)
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=err_console) as bar:
-            task = bar.add_task(f"bench {chosen['name']}", total=len(cells))
-            records = b.run_cells(cells, b.RESULTS / "cache", jobs,
-                                  progress=lambda done, total: bar.update(task, completed=done, total=total))
+                      TimeElapsedColumn(), TextColumn("{task.fields[last]}", style="dim"), console=err_console) as bar:
+            task = bar.add_task(f"bench {chosen['name']}", total=len(cells), last="")
+            records = b.run_cells(cells, b.RESULTS / "cache", jobs, progress=lambda done, total, last: bar.update(
+                task, completed=done, total=total, last=last))
         df = b.frame(records)
         folder = b.RESULTS / chosen["name"]
-        paths = b.write_results(df, folder)
+        b.write_results(df, folder)
         summ = b.summary(df)
         for t in summ["target"].unique():
-            out_console.print(b.rich_table(b.wide(summ, t), f"{t}: {b.METRIC} by NFE (floor first)"))
+            out_console.print(b.rich_table(b.wide(summ, t), f"{t}: {b.METRICS[b.METRIC][0]} by NFE, mean over "
+                                                            f"{len(chosen['seeds'])} seed(s) (floor first)"))
             if spec is not None and len(sweeps) > 1:
-                rows = summ[(summ["target"] == t) & (summ["kind"] == "spec")]
-                for cost in ("nfe", "wall_s"):
-                    front = b.pareto([(r[cost], r[b.METRIC], r["label"] + f" @ NFE {r['nfe_budget']}")
-                                      for _, r in rows.iterrows()])
-                    out_console.print(f"Pareto front of {b.METRIC} against {cost}: " +
-                                      "; ".join(f"{lab} ({e:.3f} at {c:.3g})" for c, e, lab in front), highlight=False)
+                for cost, what in (("nfe", "NFE"), ("wall_s", "wall time")):
+                    front = b.front_table(summ, t, cost)
+                    out_console.print(f"[bold]{t}: Pareto front of {b.METRICS[b.METRIC][0]} against {what}[/] "
+                                      f"(the family and the peers)")
+                    out_console.print(b.markdown(front, index=False), highlight=False, markup=False)
+        failed = df[df["error"].notna()]
+        if not failed.empty:
+            first = failed.iloc[0]
+            err_console.print(f"{len(failed)} cell(s) failed, e.g. {first['label']} on {first['target']}: "
+                              f"{first['error']}", highlight=False, markup=False)
         if chosen["name"] == "default":
-            b.report(folder, b.ROOT / "benchmarks" / "RESULTS.md")
+            b.report(folder, results_md)
+            out_console.print(f"wrote {results_md}", highlight=False)
         out_console.print(f"results: {folder}", highlight=False)
 
     _guard(body)

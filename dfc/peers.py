@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import time
 import types
 import warnings
 from functools import lru_cache
 
 import torch
+
+from dfc.errors import ConfigError
 
 SIGMA_MAX, SIGMA_MIN, RHO = 80.0, 0.002, 7.0  # EDM's Karras grid, as the ve_* presets
 PEERS = {  # name -> (k-diffusion function, NFE of n steps on a grid ending at σ = 0)
@@ -56,7 +59,11 @@ def kdiffusion_sampling():
 
 
 def steps_for(name: str, nfe: int) -> int:
-    """The most steps whose NFE stays within the budget (at least one)."""
+    """The most steps (sigmas before the final 0) whose NFE stays within the budget (at least one).
+
+    k-diffusion's `get_sigmas_karras(n)` gives n Karras sigmas σ_max … σ_min and a final 0, so
+    n steps: Euler-type samplers spend n evaluations, Heun and DPM-2 2n − 1 (their last step,
+    to σ = 0, is an Euler step)."""
     cost = PEERS[name][1]
     n = 1
     while cost(n + 1) <= nfe:
@@ -64,16 +71,25 @@ def steps_for(name: str, nfe: int) -> int:
     return n
 
 
-def run_peer(name: str, target, n: int, nfe_budget: int, seed: int, device: str = "cpu") -> tuple[torch.Tensor, int]:
+def run_peer(name: str, target, n: int, nfe_budget: int, seed: int, device: str | None = None
+             ) -> tuple[torch.Tensor, dict]:
     """Sample with peer `name` on the Karras grid, exact denoiser D(x; σ) = x + σ² ∇log q_σ(x).
 
-    Returns the samples and the NFE actually spent. The initial noise is σ_max · N(0, I) from
-    `seed`, as the ve_* presets' prior draws it.
+    Returns the samples and their cost: {"nfe": denoiser calls, "wall_s": time in the sampler,
+    "steps": grid intervals including the last one to σ = 0}. The initial noise is
+    σ_max · N(0, I) from `seed`, as the ve_* presets' prior draws it; the ancestral and SDE
+    samplers draw their noise from torch's global generator, seeded with `seed` too.
     """
     kd = kdiffusion_sampling()
+    if kd is None:
+        raise ConfigError("k-diffusion is not installed, so the peers cannot run.", None,
+                          "pip install -e '.[peers]' && pip install --no-deps k-diffusion")
+    if name not in PEERS:
+        raise ConfigError(f"unknown peer {name!r}.", None, f"Peers: {', '.join(PEERS)}.")
+    device = device or str(target.device)
     fn = getattr(kd, PEERS[name][0])
     steps = steps_for(name, nfe_budget)
-    sigmas = kd.get_sigmas_karras(steps, SIGMA_MIN, SIGMA_MAX, RHO, device=device)
+    sigmas = kd.get_sigmas_karras(steps, SIGMA_MIN, SIGMA_MAX, RHO, device=device).to(target.dtype)
     gen = torch.Generator(device=device).manual_seed(seed)
     x = torch.randn((n, target.dim), generator=gen, device=device, dtype=target.dtype) * SIGMA_MAX
     calls = [0]
@@ -83,9 +99,13 @@ def run_peer(name: str, target, n: int, nfe_budget: int, seed: int, device: str 
         s = float(sigma.reshape(-1)[0])
         return x + s * s * target.score(x, s)
 
-    torch.manual_seed(seed)  # the ancestral/SDE samplers draw from the global generator
+    torch.manual_seed(seed)
     with torch.no_grad(), warnings.catch_warnings():
         # its Brownian tree, in float32, warns that σ_min rounds below its own start: harmless
         warnings.filterwarnings("ignore", message="Should have", category=UserWarning)
+        start = time.perf_counter()
         out = fn(denoiser, x, sigmas, disable=True)
-    return out, calls[0]
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - start
+    return out, {"nfe": calls[0], "wall_s": wall, "steps": steps}

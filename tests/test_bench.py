@@ -1,4 +1,4 @@
-"""`dfc bench`: cells, cache and resume, floor rows, Pareto fronts, peers, mixture metrics."""
+"""`dfc bench`: cells, cache and resume, floor rows, NFE accounting, Pareto fronts, peers, report."""
 
 from __future__ import annotations
 
@@ -6,56 +6,161 @@ import math
 
 import pytest
 import torch
+import yaml
 from typer.testing import CliRunner
 
 import dfc.bench as b
 from dfc.cli import app
-from dfc.metrics import mode_metrics
+from dfc.errors import ConfigError
+from dfc.peers import PEERS, kdiffusion_sampling, steps_for
 from dfc.targets import make_target
 
 TINY = {"name": "tiny", "specs": ["ve_ode", "diffusion_gan"], "peers": [], "targets": ["ring8"], "nfe": [4, 8],
         "seeds": [0], "samples": 200, "nll_targets": ["ring8"], "nll_points": 50}
+needs_kdiffusion = pytest.mark.skipif(kdiffusion_sampling() is None, reason="k-diffusion is not installed")
 
 
-def test_cells_run_cache_and_resume(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def tiny_records(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    return b.run_cells(b.suite_cells(TINY), cache), cache
+
+
+def test_cells_run_cache_and_resume(tiny_records, monkeypatch):
+    records, cache = tiny_records
     cells = b.suite_cells(TINY)
     assert sum(c.kind == "floor" for c in cells) == 1 and sum(c.kind == "nll" for c in cells) == 2
-    records = b.run_cells(cells, tmp_path)
-    assert len(records) == len(cells) == len(list(tmp_path.glob("*.json")))
+    assert len(records) == len(cells) == len(list(cache.glob("*.json")))
     specs = [r for r in records if r["kind"] == "spec"]
     assert {r["nfe"] for r in specs} == {4, 8}  # NFE budgets are spent exactly (Euler: one per step)
-    assert all(r["sliced_w2"] is not None and r["sliced_w2"] > 0 for r in specs)
+    assert all(r["sliced_w2"] > 0 and "error" not in r for r in specs)
 
     calls = []
     real = b.run_cell
     monkeypatch.setattr(b, "run_cell", lambda c: calls.append(c) or real(c))
-    again = b.run_cells(cells, tmp_path)
+    again = b.run_cells(cells, cache)
     assert calls == [] and again == records  # everything cached: nothing recomputed
     victim = cells[2]
-    (tmp_path / f"{victim.key}.json").unlink()
-    b.run_cells(cells, tmp_path)
+    (cache / f"{victim.key}.json").unlink()
+    b.run_cells(cells, cache)
     assert calls == [victim]  # only the missing cell
 
 
-def test_tables_have_a_floor_row_and_plots(tmp_path):
-    df = b.frame(b.run_cells(b.suite_cells(TINY), tmp_path / "cache"))
+def test_a_crashed_cell_is_reported_and_not_cached(tmp_path, monkeypatch):
+    def boom(cell, target, ref):
+        raise RuntimeError("out of luck")
+
+    monkeypatch.setattr(b, "_run_spec", boom)
+    cell = b.Cell("spec", "ve_ode", "ring8", 4, 0, 50)
+    [rec] = b.run_cells([cell], tmp_path)
+    assert rec["error"] == "RuntimeError: out of luck" and rec["crashed"]
+    assert not (tmp_path / f"{cell.key}.json").exists()  # the next run retries it
+
+
+def test_tables_have_a_floor_row_plots_and_a_report(tiny_records, tmp_path):
+    df = b.frame(tiny_records[0])
     summ = b.summary(df)
     table = b.wide(summ, "ring8")
-    assert table.index[0] == "floor" and "NFE 4" in table.columns and "NLL" in table.columns
-    assert table.loc["ve_ode", "NLL"] == pytest.approx(table.loc["diffusion_gan", "NLL"], abs=0.05)
-    paths = b.write_results(df, tmp_path / "out")
-    assert paths["ring8_nfe"].read_bytes()[:4] == b"\x89PNG" and "floor" in paths["markdown"].read_text()
+    assert table.index[0] == "floor" and table.loc["floor", "kind"] == "floor"
+    assert {"NFE 4", "NFE 8", "NLL", "wall s (max NFE)", "KDE s (max NFE)"} <= set(table.columns)
+    # the floor: independent target draws against the same reference, at the same N
+    assert 0 < table.loc["floor", "NFE 4"] == table.loc["floor", "NFE 8"] < 1
+    assert table.loc["ve_ode", "NLL"] == pytest.approx(table.loc["diffusion_gan", "NLL"], abs=0.05)  # same marginals
+    for metric in ("mmd", "energy", "modes", "hq"):  # every metric table has its floor row too
+        assert b.wide(summ, "ring8", metric).index[0] == "floor"
+    assert b.wide(summ, "ring8", "hq").loc["floor", "NFE 4"] > 0.99  # the target's own high-quality share
+    paths = b.write_results(df, tmp_path / "tiny")
+    assert paths["ring8_nfe"].read_bytes()[:4] == b"\x89PNG" and paths["ring8_wall"].exists()
+    md = paths["markdown"].read_text()
+    assert "| floor" in md and "Pareto front" in md and "ordered by wall time" in md
+    out = b.report(tmp_path / "tiny", tmp_path / "RESULTS.md", notes=tmp_path / "none.md")
+    text = out.read_text()
+    assert text.startswith("# dfc benchmark results") and "Best spec and best peer at each NFE" in text
+    assert "within a wall-time budget" in text and "The GAN part against DPM++ 2M and Heun" in text
+
+
+def test_quick_suite_end_to_end_through_the_cli(tmp_path, monkeypatch):
+    suite = tmp_path / "mini.yaml"
+    suite.write_text(yaml.safe_dump({**TINY, "name": "mini", "specs": ["ve_ode"], "nfe": [4], "samples": 100,
+                                     "nll_targets": [], "peers": ["euler"]}))
+    monkeypatch.setattr(b, "RESULTS", tmp_path / "results")
+    r = CliRunner().invoke(app, ["bench", "--suite", str(suite), "--jobs", "1"])
+    assert r.exit_code == 0, r.output
+    assert "floor" in r.output and "ve_ode" in r.output
+    assert (tmp_path / "results" / "mini" / "results.csv").exists()
+    assert len(list((tmp_path / "results" / "cache").glob("*.json"))) == 3 - (kdiffusion_sampling() is None)
+
+
+def test_bad_suites_and_options_exit_2(tmp_path):
+    with pytest.raises(ConfigError, match="unknown peer"):
+        b.check_suite({**TINY, "peers": ["dpmpp_9"]})
+    with pytest.raises(ConfigError):
+        b.check_suite({**TINY, "targets": ["ring9"]})
+    runner = CliRunner()
+    for args in (["bench"], ["bench", "--all", "--quick"], ["bench", "--all", "--sweep", "kappa=1"],
+                 ["bench", "--suite", "nope"], ["bench", "ve_ode", "--sweep", "kappa"]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2 and "Traceback" not in r.output, (args, r.output)
 
 
 def test_pareto_front():
-    pts = [(1, 5.0, "a"), (2, 3.0, "b"), (2, 4.0, "c"), (3, 3.5, "d"), (4, 1.0, "e"), (5, 1.0, "f")]
+    pts = [(1, 5.0, "a"), (2, 3.0, "b"), (2, 4.0, "c"), (3, 3.5, "d"), (4, 1.0, "e"), (5, 1.0, "f"),
+           (0.5, math.inf, "diverged"), (6, math.nan, "failed")]
     assert [p[2] for p in b.pareto(pts)] == ["a", "b", "e"]
+    scores = [(1, 0.2, "a"), (2, 0.9, "b"), (3, 0.5, "c"), (4, 1.0, "d")]  # higher is better
+    assert [p[2] for p in b.pareto(scores, lower_is_better=False)] == ["a", "b", "d"]
 
 
 def test_sweep_grid():
     grid = b.parse_sweeps(["kappa=0,0.5", "eta=1,2"])
     assert grid == [(("kappa", "0"), ("eta", "1")), (("kappa", "0"), ("eta", "2")),
                     (("kappa", "0.5"), ("eta", "1")), (("kappa", "0.5"), ("eta", "2"))]
+    assert b.parse_sweeps(["grid=uniform;karras(rho = 7)"], {"eta": "1"}) == [
+        (("eta", "1"), ("grid", "uniform")), (("eta", "1"), ("grid", "karras(rho = 7)"))]
+
+
+def test_nfe_accounting_and_denoise_rule():
+    # k-diffusion: n Karras sigmas and a final 0; Euler-type n calls, Heun and DPM-2 2n - 1
+    assert [steps_for("euler", b_) for b_ in (4, 8)] == [4, 8]
+    assert [steps_for("heun", b_) for b_ in (4, 8, 16)] == [2, 4, 8]  # 3, 7, 15 calls
+    assert all(PEERS[p][1](steps_for(p, 8)) <= 8 for p in PEERS)
+    # a score-based spec ends like k-diffusion: its last evaluation is the step to σ = 0
+    s = b.bench_settings(b.Cell("spec", "ve_ode", "ring8", 8, 0, 10))
+    assert (s["steps"], s["denoise"]) == ("7", "true")
+    s = b.bench_settings(b.Cell("spec", "ve_ode", "ring8", 8, 0, 10, (("solver", "heun"),)))
+    assert (s["steps"], s["denoise"]) == ("3", "true")  # 2 x 3 + 1 = 7 calls, as k-diffusion's Heun at 8
+    s = b.bench_settings(b.Cell("spec", "ve_ode", "ring8", 8, 0, 10, (("denoise", "false"),)))
+    assert (s["steps"], s["denoise"]) == ("8", "false")  # a sweep's own choice wins
+    s = b.bench_settings(b.Cell("spec", "diffflow_gan", "ring8", 8, 0, 10))
+    assert (s["steps"], s["denoise"]) == ("8", "false")  # ends at σ = 0.05: no Tweedie step
+
+
+@needs_kdiffusion
+def test_ve_ode_in_the_sigma_clock_is_kdiffusion_euler():
+    """MATH §9: Euler on the VE ODE in the σ clock is k-diffusion's Euler step, so with the same
+    noise, grid and final step to σ = 0 the two rows are the same samples and the same NFE."""
+    from dfc.peers import run_peer
+    from dfc.sample import simulate
+
+    target = make_target("ring8").to(dtype=torch.float32)
+    for nfe in (4, 8):
+        x, cost = run_peer("euler", target, 300, nfe, 3)
+        cell = b.Cell("spec", "ve_ode", "ring8", nfe, 3, 300)
+        y, spec_cost = simulate(b._compile(cell, b.bench_settings(cell)), target)
+        assert cost["nfe"] == spec_cost["nfe"] == nfe
+        torch.testing.assert_close(y, x, rtol=0, atol=1e-3)
+
+
+@needs_kdiffusion
+def test_peer_rows_run_with_the_exact_denoiser():
+    from dfc.peers import run_peer
+
+    target = make_target("ring8").to(dtype=torch.float32)
+    for name in PEERS:
+        x, cost = run_peer(name, target, 100, 8, 0)
+        assert x.shape == (100, 2) and torch.isfinite(x).all() and cost["nfe"] <= 8
+        again, _ = run_peer(name, target, 100, 8, 0)
+        assert torch.equal(x, again)  # seeded, the stochastic ones too
 
 
 def test_peers_skipped_with_a_message_when_absent(tmp_path, monkeypatch):
@@ -68,28 +173,23 @@ def test_peers_skipped_with_a_message_when_absent(tmp_path, monkeypatch):
     assert "k-diffusion is not installed" in r.output and "dpmpp" not in r.output
 
 
-def test_mode_metrics_known_answers():
-    means = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
-    at_means = means.repeat(25, 1)
-    assert mode_metrics(at_means, means, 0.1) == {"modes": 1.0, "hq": 1.0}
-    one_mode = means[:1].repeat(100, 1)
-    assert mode_metrics(one_mode, means, 0.1) == {"modes": 0.25, "hq": 1.0}
-    half_far = torch.cat([at_means[:50], torch.full((50, 2), 5.0)])
-    assert mode_metrics(half_far, means, 0.1)["hq"] == 0.5
-
-
-def test_sixteen_dimensional_targets_are_fixed():
-    g = make_target("gauss16")
-    m, c = g.gaussian
-    assert m.shape == (16,) and torch.allclose(torch.linalg.eigvalsh(c.double()).min(), torch.tensor(0.1, dtype=torch.float64))
-    assert torch.equal(make_target("gmm16").sample(5, torch.Generator().manual_seed(0)),
-                       make_target("gmm16").sample(5, torch.Generator().manual_seed(0)))
-    assert make_target("gmm16").num_components == 8
-
-
 def test_quality_of_a_perfect_gaussian_sampler():
     t = make_target("gauss16")
     x = t.sample(4000, torch.Generator().manual_seed(1))
     ref = t.sample(4000, torch.Generator().manual_seed(2))
     q = b.quality(t, x, ref.double())
     assert q["gauss_kl"] < 0.05 and q["finite"] and math.isfinite(q["sliced_w2"])
+    bad = b.quality(t, torch.full((10, 16), math.nan), ref.double())
+    assert not bad["finite"] and bad["sliced_w2"] == math.inf
+
+
+def test_diverged_runs_show_as_div_and_sort_last():
+    recs = [{"kind": "spec", "label": "a", "target": "t", "nfe_budget": 4, "seed": s, "samples": 10, "nfe": 4,
+             "wall_s": 1.0, "estimator_s": 0.0, "sliced_w2": v} for s, v in ((0, 0.5), (1, "inf"))]
+    recs += [{"kind": "spec", "label": "b", "target": "t", "nfe_budget": 4, "seed": 0, "samples": 10, "nfe": 4,
+              "wall_s": 1.0, "estimator_s": 0.0, "sliced_w2": 0.7},
+             {"kind": "floor", "label": "floor", "target": "t", "nfe_budget": 0, "seed": 0, "samples": 10, "nfe": 0,
+              "wall_s": 0.0, "estimator_s": 0.0, "sliced_w2": 0.1}]
+    table = b.wide(b.summary(b.frame(recs)), "t")
+    assert list(table.index) == ["floor", "b", "a"]  # one diverged seed makes the mean diverge
+    assert b.fmt(table.loc["a", "NFE 4"]) == "div." and b.fmt(1.5e17) == "1.50e+17"

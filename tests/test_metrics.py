@@ -210,3 +210,59 @@ def test_bad_inputs_raise_data_error():
         gaussian_kl(np.zeros(2), np.diag([1.0, 0.0]), np.zeros(2), np.eye(2))
     with pytest.raises(DataError, match="cov1"):
         gaussian_w2(np.zeros(2), np.eye(3), np.zeros(2), np.eye(2))
+
+
+# --------------------------------------------------------------------------- mixtures: modes and quality
+
+
+def test_hq_radius_is_three_std_in_one_dimension_and_holds_the_same_mass_in_any():
+    from scipy.stats import chi2
+
+    from dfc.metrics import hq_radius
+
+    assert hq_radius(1.0, 1) == pytest.approx(3.0, rel=1e-9)
+    assert hq_radius(0.5, 1) == pytest.approx(1.5, rel=1e-9)
+    for d in (2, 16):
+        assert chi2.cdf((hq_radius(1.0, d) ** 2), d) == pytest.approx(math.erf(3 / math.sqrt(2)), rel=1e-9)
+    assert hq_radius(1.0, 2) == pytest.approx(3.4388, abs=1e-3)
+
+
+def test_mode_metrics_known_answers():
+    from dfc.metrics import mode_metrics
+
+    means = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
+    at_means = means.repeat(25, 1)
+    assert mode_metrics(at_means, means, 0.1) == {"modes": 1.0, "hq": 1.0}
+    assert mode_metrics(means[:1].repeat(100, 1), means, 0.1) == {"modes": 0.25, "hq": 1.0}  # mode collapse
+    half_far = torch.cat([at_means[:50], torch.full((50, 2), 5.0)])
+    assert mode_metrics(half_far, means, 0.1)["hq"] == 0.5
+    # just inside / just outside the radius, per component std
+    r = 0.1 * 3.4388
+    edge = torch.tensor([[r * 0.999, 0.0], [r * 1.001, 0.0], [10 + 2 * r * 0.999, 0.0]])
+    assert mode_metrics(edge, means, [0.1, 0.2, 0.1, 0.1])["hq"] == pytest.approx(2 / 3)
+    # a mode holding fewer than min_share of its fair share is not captured
+    few = torch.cat([means[:3].repeat(30, 1), means[3:].repeat(2, 1)])  # 2 of a fair 23
+    assert mode_metrics(few, means, 0.1)["modes"] == 0.75
+    assert mode_metrics(few, means, 0.1, min_share=0.05)["modes"] == 1.0
+
+
+@pytest.mark.parametrize("dim", [2, 16])
+def test_a_mixtures_own_samples_are_high_quality_at_the_one_dimensional_rate(dim):
+    from dfc.metrics import mode_metrics
+    from dfc.targets import GaussianMixture
+
+    means = 20.0 * randn(6, dim, seed=dim)
+    q = GaussianMixture(means, [0.5, 1.0, 0.5, 2.0, 0.5, 1.0])
+    x = q.to(dtype=torch.float64).sample(40000, torch.Generator().manual_seed(5))
+    got = mode_metrics(x, means, [0.5, 1.0, 0.5, 2.0, 0.5, 1.0])
+    assert got["modes"] == 1.0
+    assert got["hq"] == pytest.approx(0.9973, abs=0.0015)  # P(|z| <= 3), within ~4 binomial std
+
+
+def test_mode_metrics_bad_input():
+    from dfc.metrics import mode_metrics
+
+    with pytest.raises(DataError, match="means"):
+        mode_metrics(randn(10, 2), randn(3, 3), 1.0)
+    with pytest.raises(DataError, match="stds"):
+        mode_metrics(randn(10, 2), randn(3, 2), 0.0)

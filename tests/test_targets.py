@@ -534,3 +534,23 @@ def test_to_and_bounds():
     with pytest.raises(ConfigError):
         t.to(dtype=torch.int64)
     assert ring8().sample(0, torch.Generator()).shape == (0, 2)
+
+
+def test_the_sixteen_dimensional_benchmark_targets_are_fixed():
+    from dfc.targets import gauss16, gmm16
+
+    g = make_target("gauss16").to(dtype=F64)
+    m, c = g.gaussian
+    assert m.shape == (16,) and g.dim == 16
+    ev = torch.linalg.eigvalsh(c)
+    torch.testing.assert_close(ev, torch.logspace(-1, 1, 16, dtype=F64))  # anisotropic: 0.1 ... 10
+    torch.testing.assert_close(c, c.T)
+    torch.testing.assert_close(gauss16().to(dtype=F64).gaussian[1], c)  # built from a fixed seed
+    q = make_target("gmm16")
+    means, stds, weights = q.components()
+    assert q.num_components == 8 and means.shape == (8, 16) and torch.all(stds == 0.5)
+    torch.testing.assert_close(weights, torch.full((8,), 1 / 8, dtype=F64))
+    torch.testing.assert_close(gmm16().components()[0], means)
+    assert torch.cdist(means, means).add(torch.eye(8, dtype=F64) * 1e9).min() > 10  # well separated modes
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    assert torch.equal(q.sample(5, gen()), make_target("gmm16").sample(5, gen()))
