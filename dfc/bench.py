@@ -33,6 +33,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 import yaml
@@ -42,7 +43,7 @@ from dfc.errors import ConfigError, DfcError, NumericalError
 ROOT = Path(__file__).resolve().parent.parent
 SUITES = ROOT / "benchmarks" / "suites"
 RESULTS = ROOT / "benchmarks" / "results"
-HARNESS = 2  # part of every cache key: bump it when what a cell computes changes
+HARNESS = 3  # part of every cache key: bump it when what a cell computes changes
 METRIC = "sliced_w2"  # the headline quality metric (lower is better)
 METRICS = {  # name -> (title, lower is better)
     "sliced_w2": ("sliced W2", True),
@@ -126,6 +127,7 @@ class Cell:
     seed: int
     samples: int
     sets: tuple = ()  # (name, value) pairs: params, or run entries (clock, grid, fields, denoise, ...)
+    source: str = ""  # digest of the spec's files up its extends chain: an edited spec is recomputed
 
     @property
     def key(self) -> str:
@@ -139,18 +141,30 @@ class Cell:
         return Path(self.name).stem + "".join(f" {k}={v}" for k, v in self.sets)
 
 
+def spec_source(name: str) -> str:
+    """A digest of the text of spec `name` and of every file up its `extends` chain."""
+    from dfc.spec import load_spec
+
+    digest = hashlib.sha1()
+    for f in load_spec(name).chain:
+        digest.update(Path(f).read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def suite_cells(suite: dict, sweeps: list[tuple] | None = None) -> list[Cell]:
     """Every cell of a suite; `sweeps` (parse_sweeps) replaces each spec by its family."""
     cells = []
     n = int(suite["samples"])
     set_grid = sweeps or [()]
+    source = {s: spec_source(s) for s in suite["specs"]}
     for target, seed in itertools.product(suite["targets"], suite["seeds"]):
         cells.append(Cell("floor", "", target, 0, seed, n))
         for nfe in suite["nfe"]:
-            cells += [Cell("spec", s, target, nfe, seed, n, sets) for s in suite["specs"] for sets in set_grid]
+            cells += [Cell("spec", s, target, nfe, seed, n, sets, source[s]) for s in suite["specs"]
+                      for sets in set_grid]
             cells += [Cell("peer", p, target, nfe, seed, n) for p in suite["peers"]]
     for target in suite["nll_targets"]:
-        cells += [Cell("nll", s, target, 0, 0, int(suite["nll_points"]), sets) for s in suite["specs"]
+        cells += [Cell("nll", s, target, 0, 0, int(suite["nll_points"]), sets, source[s]) for s in suite["specs"]
                   for sets in set_grid]
     return cells
 
@@ -392,10 +406,15 @@ def run_cells(cells: list[Cell], cache: Path, jobs: int = 1, progress=None) -> l
         import multiprocessing
 
         # spawn: a fresh interpreter per worker, safe whatever torch's thread pools did in this one
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+        try:
             futures = {pool.submit(run_cell, c): c for c in todo}
             for fut in as_completed(futures):
                 finish(futures[fut], fut.result())
+        except BaseException:  # interrupted: drop the queued cells (finished ones are cached) and stop
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
     return [done[c.key] for c in cells]
 
 
@@ -432,6 +451,8 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
                 "failed": ("failed", "sum")})
     if "floor_sd" in runs:
         agg["floor_sd"] = ("floor_sd", "mean")
+    if "fields" in runs:
+        agg["fields"] = ("fields", "first")
     out = runs.groupby(["target", "kind", "label", "nfe_budget"], dropna=False).agg(**agg).reset_index()
     out["samples_per_s"] = out["samples"] / out["wall_s"].where(out["wall_s"] > 0)
     out["kde_share"] = out["estimator_s"] / out["wall_s"].where(out["wall_s"] > 0)
@@ -466,7 +487,9 @@ def fmt(v) -> str:
     """A table cell: 3 decimals, or 3 significant digits when large; 'div.' for a diverged run."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
-    if isinstance(v, (bool, str)):
+    if isinstance(v, (bool, str, np.bool_)):
+        return str(v)
+    if isinstance(v, (int, np.integer)):
         return str(v)
     v = float(v)
     if math.isinf(v):
@@ -512,19 +535,33 @@ def markdown(table: pd.DataFrame, index: bool = True, index_name: str = "sampler
     return t.to_markdown(index=False, disable_numparse=True)
 
 
-def rich_table(table: pd.DataFrame, title: str):
+SHORT = {"NFE budget": "budget", "samples/s": "samp/s", "wall s (max NFE)": "wall s@max",
+         "KDE s (max NFE)": "KDE s@max", "sliced_w2": "SW2"}  # rich column headers
+
+
+def rich_table(table: pd.DataFrame, title: str, index: bool = True):
+    """A rich Table of a wide table (index: the sampler) or of a front/cost table (index=False)."""
     from rich.table import Table
 
     t = Table(title=title, header_style="bold")
-    t.add_column("sampler")
-    for c in table.columns:
-        t.add_column(str(c), justify="right")
-    for label, row in _strings(table).iterrows():
-        t.add_row(str(label), *row.values, style="dim" if label == "floor" else None)
+    strings = _strings(table)
+    if index:
+        t.add_column("sampler", overflow="fold")
+    for c in table.columns:  # numbers are never cut; a long label folds
+        head = SHORT.get(str(c), str(c))
+        width = max([len(head.split()[-1])] + [len(v) for v in strings[c]])
+        if c == "label":
+            t.add_column(head, overflow="fold")
+        else:
+            t.add_column(head, justify="left" if c == "kind" else "right", no_wrap=True, min_width=width)
+    for label, row in strings.iterrows():
+        style = "dim" if label == "floor" or row.get("kind") == "floor" else None
+        t.add_row(*([str(label)] if index else []), *row.values, style=style)
     return t
 
 
-def front_table(summ: pd.DataFrame, target: str, cost: str, kinds=("spec", "peer"), metric: str = METRIC) -> pd.DataFrame:
+def front_table(summ: pd.DataFrame, target: str, cost: str, kinds=("spec", "peer"),
+                metric: str = METRIC) -> pd.DataFrame:
     """The Pareto front of `metric` against `cost` ("nfe" or "wall_s") over the rows of `kinds`."""
     s = summ[(summ["target"] == target) & summ["kind"].isin(kinds)].reset_index(drop=True)
     pts = [(r[cost], r[metric], str(i)) for i, r in s.iterrows()]
@@ -538,7 +575,10 @@ COST_COLUMNS = {"kind": "kind", "label": "label", "nfe_budget": "NFE budget", "n
 
 def _cost_columns(s: pd.DataFrame, metric: str) -> pd.DataFrame:
     cols = [c for c in COST_COLUMNS if c in s] + [metric]
-    return s[cols].rename(columns=COST_COLUMNS)
+    out = s[cols].copy()
+    for c in ("nfe_budget", "nfe"):  # whole numbers (the NFE is the same for every seed)
+        out[c] = out[c].round().astype("Int64").astype(str)
+    return out.rename(columns=COST_COLUMNS)
 
 
 def cost_table(summ: pd.DataFrame, target: str, metric: str = METRIC) -> pd.DataFrame:
@@ -550,7 +590,6 @@ def cost_table(summ: pd.DataFrame, target: str, metric: str = METRIC) -> pd.Data
 def plots(summ: pd.DataFrame, folder: Path, metric: str = METRIC) -> list[Path]:
     """`<target>_nfe.png` and `<target>_wall.png`: the metric against NFE and against wall time."""
     import matplotlib
-    import numpy as np
 
     from dfc.io import atomic_save_figure
     from dfc.plot import line_plot
@@ -561,7 +600,8 @@ def plots(summ: pd.DataFrame, folder: Path, metric: str = METRIC) -> list[Path]:
         floor = floor_of(summ, target, metric)
         lower = METRICS[metric][1]
         finite = rows[metric].replace([np.inf, -np.inf], np.nan).dropna()
-        for x, xlabel, name in (("nfe", "NFE (score / denoiser evaluations)", "nfe"), ("wall_s", "wall seconds", "wall")):
+        for x, xlabel, name in (("nfe", "NFE (score / denoiser evaluations)", "nfe"),
+                                ("wall_s", "wall seconds", "wall")):
             xs, ys = {}, {}
             for label, g in rows.sort_values(x).groupby("label"):
                 key = f"{label} (k-diffusion)" if g["kind"].iloc[0] == "peer" else label
@@ -637,11 +677,33 @@ def _best(s: pd.DataFrame, metric: str = METRIC):
     s = s[s[metric].notna()]
     if s.empty:
         return None
-    return s.sort_values(metric, ascending=METRICS[metric][1]).iloc[0]
+    return s.sort_values([metric, "wall_s"], ascending=[METRICS[metric][1], True]).iloc[0]
+
+
+def noise_level(summ: pd.DataFrame, target: str) -> float:
+    """δ = 2 · (spread of one draw's sliced W2 to the reference) / sqrt(seeds): differences of
+    seed-mean sliced W2 smaller than δ are within noise ("tie"), and a row within δ of the
+    floor has reached it."""
+    f = summ[(summ["target"] == target) & (summ["kind"] == "floor")]
+    if f.empty or "floor_sd" not in f:
+        return 0.0
+    seeds = max(1, int(summ[(summ["target"] == target) & (summ["kind"] != "floor")]["seeds"].max()))
+    return float(2 * f["floor_sd"].mean() / math.sqrt(seeds))
+
+
+def _call(spec_value: float, peer_value: float, delta: float) -> str:
+    if not (math.isfinite(spec_value) or math.isfinite(peer_value)):
+        return "both diverge"
+    if spec_value < peer_value - delta:
+        return "spec"
+    if peer_value < spec_value - delta:
+        return "peer"
+    return "tie"
 
 
 def verdict(summ: pd.DataFrame, budgets=(4, 8, 16, 32, 64)) -> pd.DataFrame:
-    """Per target and NFE budget: the best spec and the best peer, their metric and wall times."""
+    """Per target and NFE budget: the best spec and the best peer, their metric and wall times,
+    and who wins beyond noise (noise_level)."""
     rows = []
     for (target, nfe), s in summ[summ["kind"] != "floor"].groupby(["target", "nfe_budget"]):
         if nfe not in budgets:
@@ -649,32 +711,59 @@ def verdict(summ: pd.DataFrame, budgets=(4, 8, 16, 32, 64)) -> pd.DataFrame:
         spec, peer = _best(s[s["kind"] == "spec"]), _best(s[s["kind"] == "peer"])
         if spec is None:
             continue
-        row = {"target": target, "NFE": nfe, "floor": floor_of(summ, target), "best spec": spec["label"],
+        row = {"target": target, "NFE": int(nfe), "floor": floor_of(summ, target), "best spec": spec["label"],
                "spec " + METRIC: spec[METRIC], "spec wall s": spec["wall_s"]}
         if peer is not None:
             row.update({"best peer": peer["label"], "peer " + METRIC: peer[METRIC], "peer wall s": peer["wall_s"],
-                        "spec beats peer": bool(spec[METRIC] < peer[METRIC])})
+                        "better": _call(spec[METRIC], peer[METRIC], noise_level(summ, target))})
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-WALL_BUDGETS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+WALL_BUDGETS = (0.005, 0.01, 0.03, 0.1, 0.3, 1.0)
 
 
 def by_wall(summ: pd.DataFrame, budgets=WALL_BUDGETS) -> pd.DataFrame:
-    """Per target and wall-time budget (seconds, per core): the best spec row and peer row within it."""
+    """Per target and wall-time budget (seconds per run, one core): the best spec row and peer
+    row within it (any NFE)."""
     rows = []
     for target, s in summ[summ["kind"] != "floor"].groupby("target"):
         for w in budgets:
             within = s[s["wall_s"] <= w]
             spec, peer = _best(within[within["kind"] == "spec"]), _best(within[within["kind"] == "peer"])
+            if spec is None and peer is None:
+                continue
             row = {"target": target, "wall ≤ s": w, "floor": floor_of(summ, target)}
             if spec is not None:
-                row.update({"best spec": f"{spec['label']} @ {spec['nfe_budget']}", "spec " + METRIC: spec[METRIC]})
+                row.update({"best spec": f"{spec['label']} @ {int(spec['nfe_budget'])}",
+                            "spec " + METRIC: spec[METRIC]})
             if peer is not None:
-                row.update({"best peer": f"{peer['label']} @ {peer['nfe_budget']}", "peer " + METRIC: peer[METRIC]})
-            if spec is not None or peer is not None:
-                rows.append(row)
+                row.update({"best peer": f"{peer['label']} @ {int(peer['nfe_budget'])}",
+                            "peer " + METRIC: peer[METRIC]})
+            if spec is not None and peer is not None:
+                row["better"] = _call(spec[METRIC], peer[METRIC], noise_level(summ, target))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def to_floor(summ: pd.DataFrame) -> pd.DataFrame:
+    """Per target: the fewest NFE, and the least wall time, at which a spec and a peer reach the
+    floor (sliced W2 within noise_level of it)."""
+    rows = []
+    for target, s in summ[summ["kind"] != "floor"].groupby("target"):
+        floor, delta = floor_of(summ, target), noise_level(summ, target)
+        ok = s[s[METRIC] <= floor + delta]
+        row = {"target": target, "floor": floor, "within": delta}
+        for kind in ("spec", "peer"):
+            k = ok[ok["kind"] == kind]
+            if k.empty:
+                row[f"{kind}: fewest NFE"] = row[f"{kind}: least wall s"] = "never"
+                continue
+            a = k.sort_values(["nfe_budget", "wall_s"]).iloc[0]
+            b_ = k.sort_values("wall_s").iloc[0]
+            row[f"{kind}: fewest NFE"] = f"{a['label']} @ {int(a['nfe_budget'])}"
+            row[f"{kind}: least wall s"] = f"{b_['label']} @ {int(b_['nfe_budget'])}: {b_['wall_s']:.3g} s"
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -682,23 +771,30 @@ GAN_PEERS = ("dpmpp_2m", "heun")
 
 
 def gan_vs_peers(summ: pd.DataFrame, budgets=(4, 8, 16)) -> pd.DataFrame:
-    """The best spec with a GAN part (a population estimate of s_p: KDE time > 0) against
-    DPM++ 2M and Heun at each NFE budget, and its wall-time price."""
+    """The best spec whose GAN part uses a KDE of the particles, and the best one using a
+    Gaussian fit, against DPM++ 2M and Heun at each NFE budget, with the wall-time price."""
     rows = []
+    gan = summ[(summ["kind"] == "spec") & (summ["estimator_s"] > 0)]
+    fields = gan["fields"].fillna("") if "fields" in gan else pd.Series("kde", index=gan.index)
     for (target, nfe), s in summ[summ["kind"] != "floor"].groupby(["target", "nfe_budget"]):
         if nfe not in budgets:
             continue
-        gan = _best(s[(s["kind"] == "spec") & (s["estimator_s"] > 0)])
-        if gan is None:
-            continue
-        row = {"target": target, "NFE": nfe, "floor": floor_of(summ, target), "best GAN-part spec": gan["label"],
-               METRIC: gan[METRIC], "wall s": gan["wall_s"], "KDE share": gan["kde_share"]}
-        for p in GAN_PEERS:
-            peer = s[(s["kind"] == "peer") & (s["label"] == p)]
-            if not peer.empty:
-                row[p] = peer[METRIC].iloc[0]
-                row[f"× {p} wall"] = gan["wall_s"] / max(float(peer["wall_s"].iloc[0]), 1e-9)
-        rows.append(row)
+        delta = noise_level(summ, target)
+        for est in ("kde", "gauss"):
+            pick = gan[(gan["target"] == target) & (gan["nfe_budget"] == nfe) & fields.str.contains(est)]
+            best = _best(pick)
+            if best is None:
+                continue
+            row = {"target": target, "NFE": int(nfe), "floor": floor_of(summ, target), "s_p": est,
+                   "best GAN-part spec": best["label"], METRIC: best[METRIC], "wall s": best["wall_s"],
+                   "estimator share": best["kde_share"]}
+            for p in GAN_PEERS:
+                peer = s[(s["kind"] == "peer") & (s["label"] == p)]
+                if not peer.empty:
+                    row[p] = peer[METRIC].iloc[0]
+                    row[f"vs {p}"] = _call(best[METRIC], float(peer[METRIC].iloc[0]), delta)
+                    row[f"× {p} wall"] = best["wall_s"] / max(float(peer["wall_s"].iloc[0]), 1e-9)
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -732,26 +828,37 @@ def report(folder: Path, out: Path, notes: Path | None = None) -> Path:
         if "best peer" not in v:
             parts.append("Peers were not installed for this run: no peer comparison.")
         else:
-            wins = v[v["spec beats peer"] == True]  # noqa: E712
-            parts.append(f"A DiffFlow spec beats the best k-diffusion sampler in {len(wins)} of {len(v)} "
-                         f"(target, NFE) cases.")
+            calls = v["better"].value_counts()
+            parts.append(f"Of {len(v)} (target, NFE) cases, the best DiffFlow spec is better than the best "
+                         f"k-diffusion sampler beyond noise in {calls.get('spec', 0)}, the peer in "
+                         f"{calls.get('peer', 0)}, and {calls.get('tie', 0)} are ties. `better` compares the seed "
+                         f"means with the noise level δ = 2 · (spread of one target draw's {METRICS[METRIC][0]} to "
+                         f"the reference) / sqrt(seeds); a difference under δ is a tie.")
         parts += ["", markdown(v, index=False), ""]
+        f = to_floor(summ)
+        if not f.empty:
+            parts += ["## Cheapest rows at the floor", "",
+                      f"The fewest NFE and the least wall time at which a spec, and a peer, reach the floor "
+                      f"({METRICS[METRIC][0]} ≤ floor + δ, δ in the `within` column).", "",
+                      markdown(f, index=False), ""]
         w = by_wall(summ)
         if not w.empty:
             parts += ["## Best spec and best peer within a wall-time budget", "",
-                      "The best row (any NFE) whose wall time per run is within the budget.", "",
+                      "The best row (any NFE) whose wall time per run (one core) is within the budget.", "",
                       markdown(w, index=False), ""]
         g = gan_vs_peers(summ)
         if not g.empty:
             parts += ["## The GAN part against DPM++ 2M and Heun at 4–16 NFE", "",
-                      "The best spec whose drift has a GAN part (s_p by KDE over the particles), its wall-time "
-                      "price as a multiple of each peer's, and the share of its time spent in the KDE.", "",
-                      markdown(g, index=False), ""]
+                      "The best spec whose drift has a GAN part with s_p from a KDE of the particles (O(N²) per "
+                      "evaluation), and the best with s_p from a Gaussian fit (O(N)), against the two peers at the "
+                      "same NFE: who is better beyond noise, the wall-time price as a multiple of the peer's, and the "
+                      "share of the spec's time spent estimating s_p.", "", markdown(g, index=False), ""]
         failed = summ[summ["failed"] > 0]
         if not failed.empty:
             parts += [f"{len(failed)} (row, NFE) cells failed to run; their errors are in `results.csv`.", ""]
-    parts += ["# Tables", "", f"Plots: `{(folder / '<target>_nfe.png').relative_to(ROOT) if folder.is_relative_to(ROOT) else folder}`"
-              " and `<target>_wall.png`.", "", tables_markdown(summ)]
+    where = folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder
+    parts += ["# Tables", "", f"Plots: `{where}/<target>_nfe.png` and `<target>_wall.png`.", "",
+              tables_markdown(summ)]
     for name, title in (("likelihood.md", "Likelihood (dfc nll)"), ("overhead.md", "Native sampler overhead")):
         extra = RESULTS / name
         if extra.exists():

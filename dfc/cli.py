@@ -283,11 +283,21 @@ def bench(
                               highlight=False)
             chosen["peers"] = []
         cells = b.suite_cells(chosen, sweeps if spec is not None else None)
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), TextColumn("{task.fields[last]}", style="dim"), console=err_console) as bar:
-            task = bar.add_task(f"bench {chosen['name']}", total=len(cells), last="")
-            records = b.run_cells(cells, b.RESULTS / "cache", jobs, progress=lambda done, total, last: bar.update(
-                task, completed=done, total=total, last=last))
+        import signal
+
+        def stop(signum, frame):  # SIGTERM as Ctrl-C: queued cells are dropped, finished ones are cached
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGTERM, stop)
+        try:
+            with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                          TimeElapsedColumn(), TextColumn("{task.fields[last]}", style="dim"),
+                          console=err_console) as bar:
+                task = bar.add_task(f"bench {chosen['name']}", total=len(cells), last="")
+                records = b.run_cells(cells, b.RESULTS / "cache", jobs, progress=lambda done, total, last: bar.update(
+                    task, completed=done, total=total, last=last))
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         df = b.frame(records)
         folder = b.RESULTS / chosen["name"]
         b.write_results(df, folder)
@@ -298,9 +308,10 @@ def bench(
             if spec is not None and len(sweeps) > 1:
                 for cost, what in (("nfe", "NFE"), ("wall_s", "wall time")):
                     front = b.front_table(summ, t, cost)
-                    out_console.print(f"[bold]{t}: Pareto front of {b.METRICS[b.METRIC][0]} against {what}[/] "
-                                      f"(the family and the peers)")
-                    out_console.print(b.markdown(front, index=False), highlight=False, markup=False)
+                    front["label"] = front["label"] + front["kind"].map({"peer": " (k-diffusion)"}).fillna("")
+                    out_console.print(b.rich_table(front[["label", "NFE budget", "wall s", "KDE s", b.METRIC]],
+                                                   f"{t}: Pareto front of {b.METRICS[b.METRIC][0]} against {what} "
+                                                   f"(the family and the peers)", index=False))
         failed = df[df["error"].notna()]
         if not failed.empty:
             first = failed.iloc[0]

@@ -46,6 +46,20 @@ def test_cells_run_cache_and_resume(tiny_records, monkeypatch):
     assert calls == [victim]  # only the missing cell
 
 
+def test_an_edited_spec_is_recomputed(tmp_path):
+    spec = tmp_path / "mine.dfs"
+    spec.write_text('spec mine extends ve_sde "mine"\n  param eta = 0.5\nend\n')
+    suite = {**TINY, "specs": [str(spec)], "nfe": [4], "samples": 50, "nll_targets": []}
+    first = b.run_cells(b.suite_cells(suite), tmp_path / "cache")
+    assert b.run_cells(b.suite_cells(suite), tmp_path / "cache") == first  # unchanged: all cached
+    spec.write_text('spec mine extends ve_sde "mine"\n  param eta = 0\nend\n')
+    cells = b.suite_cells(suite)
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 2
+    again = b.run_cells(cells, tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 3  # the spec cell ran again, the floor did not
+    assert again[1]["sliced_w2"] != first[1]["sliced_w2"] and again[1]["label"] == "mine"
+
+
 def test_a_crashed_cell_is_reported_and_not_cached(tmp_path, monkeypatch):
     def boom(cell, target, ref):
         raise RuntimeError("out of luck")
@@ -193,3 +207,12 @@ def test_diverged_runs_show_as_div_and_sort_last():
     table = b.wide(b.summary(b.frame(recs)), "t")
     assert list(table.index) == ["floor", "b", "a"]  # one diverged seed makes the mean diverge
     assert b.fmt(table.loc["a", "NFE 4"]) == "div." and b.fmt(1.5e17) == "1.50e+17"
+
+
+def test_parallel_cells_give_the_serial_results(tmp_path):
+    cells = [b.Cell("floor", "", "ring8", 0, 0, 100), b.Cell("spec", "ve_sde", "ring8", 4, 0, 100),
+             b.Cell("spec", "ve_ode", "ring8", 4, 1, 100)]
+    serial = b.run_cells(cells, tmp_path / "a")
+    parallel = b.run_cells(cells, tmp_path / "b", jobs=2)
+    for s, p in zip(serial, parallel):
+        assert s["label"] == p["label"] and s["sliced_w2"] == p["sliced_w2"]  # seeded: the same samples

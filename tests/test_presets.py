@@ -71,7 +71,7 @@ def by_hand(name, p, x, t):
     mean, cov = tensors()
     eye = torch.eye(DIM, dtype=x.dtype)
     if name in ("ve_sde", "ve_ode", "ve_sde_song", "slcd", "diffusion_gan", "diffusion_gan_fast",
-                "analytic_continuation"):
+                "diffusion_gan_gauss", "ve_sde_mild", "analytic_continuation"):
         sigma, dsigma = ve_sigma(name, p, t)
         s_q = gauss_score(x, mean, cov + sigma**2 * eye)
         r = -2 * sigma * dsigma  # VE: noise removal rate −dσ²/dt
@@ -81,9 +81,11 @@ def by_hand(name, p, x, t):
             return -2 * sigma * dsigma * s_q, math.sqrt(r)  # reverse VE SDE
         if name == "slcd":  # eta = 3: ½(1+η) r s_Q, noise sqrt(η r)
             return 2 * r * s_q, math.sqrt(3 * r)
+        if name == "ve_sde_mild":  # eta = 0.25
+            return 0.625 * r * s_q, math.sqrt(0.25 * r)
         diff, _ = gan_pieces(x, mean, cov, sigma)
         drift = r * s_q + p["kappa"] * r * diff  # eq. 30: reverse SDE + κ r (s_Q − s_p)
-        if name in ("diffusion_gan", "diffusion_gan_fast"):
+        if name in ("diffusion_gan", "diffusion_gan_fast", "diffusion_gan_gauss"):
             return drift, math.sqrt(r)
         return drift, math.sqrt(2 * r + p["c"] * r)  # λ² = −c r: noise sqrt(g² + |λ²|)
     if name in ("vp_sde", "vp_ode", "subvp_sde", "subvp_ode"):
