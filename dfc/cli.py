@@ -1,4 +1,4 @@
-"""The `dfc` command line (Typer): run, check, fmt, presets.
+"""The `dfc` command line (Typer): run, check, nll, bench, train, fmt, presets.
 
 Every error a user can cause is a `DfcError`: printed as one paragraph with its place, exit
 code 2, no traceback.
@@ -11,50 +11,27 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from dfc.errors import ConfigError, DfcError
+from dfc.clikit import err_console, out_console
+from dfc.clikit import guard as _guard
+from dfc.clikit import pairs as _pairs
+from dfc.errors import ConfigError
+from dfc.train_cli import app as train_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="dfc: compile, run, check and benchmark points of the DiffFlow spectrum.")
-out_console = Console()
-err_console = Console(stderr=True)
 
 SPEC_ARG = typer.Argument(..., help="A .dfs or .yaml spec file, or a preset name (e.g. ve_sde).")
 SET_OPT = typer.Option(None, "--set", help="Override a param: --set kappa=0.5 (repeatable).")
-
-
-def _pairs(items: list[str] | None, option: str) -> dict[str, str]:
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ConfigError(f"{option} {item!r} is not NAME=VALUE.", None, f"Write e.g. {option} kappa=0.5.")
-        k, v = item.split("=", 1)
-        if not k.strip() or not v.strip():
-            raise ConfigError(f"{option} {item!r} is not NAME=VALUE.", None, f"Write e.g. {option} kappa=0.5.")
-        out[k.strip()] = v.strip()
-    return out
-
-
-def _guard(fn):
-    """Run a command body; turn a DfcError into its message and exit code 2."""
-    try:
-        return fn()
-    except DfcError as exc:
-        err_console.print(exc.render(), markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        err_console.print("interrupted; files already written are complete, nothing was half-written.")
-        raise typer.Exit(130) from None
 
 
 @app.command()
 def run(
     spec: str = SPEC_ARG,
     set_: Optional[List[str]] = SET_OPT,
-    target: Optional[str] = typer.Option(None, help="ring8, grid25, checkerboard, gaussian(...), gmm(...), or FILE.npy"),
-    fields: Optional[str] = typer.Option(None, help="exact, or exact + kde | gauss | closed (population estimate of s_p)"),
+    target: Optional[str] = typer.Option(None, help="ring8, grid25, checkerboard, moons, swissroll, circles, digits, gaussian(...), gmm(...), or FILE.npy"),
+    fields: Optional[str] = typer.Option(None, help="exact or learned(score = \"FILE\"), optionally + kde | gauss | closed | disc(path = \"FILE\")"),
     steps: Optional[int] = typer.Option(None, help="Number of time steps."),
     solver: Optional[str] = typer.Option(None, help="euler | heun (native); euler | milstein | srk (torchsde)"),
     backend: Optional[str] = typer.Option(None, help="native | torchsde"),
@@ -325,56 +302,7 @@ def bench(
     _guard(body)
 
 
-train_app = typer.Typer(no_args_is_help=True, help="Learn fields from data (MATH §5).")
 app.add_typer(train_app, name="train")
-
-
-@train_app.command("score")
-def train_score_cmd(
-    target: Optional[str] = typer.Option(None, help="ring8, grid25, checkerboard, moons, swissroll, circles, digits."),
-    data: Optional[Path] = typer.Option(None, help="Train on the points of this .npy file instead."),
-    points: int = typer.Option(20000, help="Training points drawn from a 2-D set (digits: all 1,797)."),
-    steps: int = typer.Option(4000, help="Optimiser steps."),
-    batch: int = typer.Option(512, help="Batch size."),
-    lr: float = typer.Option(1e-3, help="Adam learning rate."),
-    hidden: int = typer.Option(256, help="MLP width."),
-    depth: int = typer.Option(4, help="MLP hidden layers."),
-    ema: float = typer.Option(0.999, help="EMA decay of the weights used for sampling."),
-    seed: int = typer.Option(0, help="Seed (same seed, same weights; --resume reaches them too)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the checkpoint in --out."),
-    device: str = typer.Option("cpu", help="cpu, cuda, ..."),
-    out: Optional[Path] = typer.Option(None, help="Output folder (default runs/score-NAME)."),
-):
-    """Denoising score matching with EDM preconditioning: OUT/score.safetensors, loss.png, train.json."""
-
-    def body():
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        from dfc.io import atomic_save_figure, atomic_write_json
-        from dfc.learn import ScoreConfig, make_data, train_score
-        from dfc.plot import line_plot
-
-        if (target is None) == (data is None):
-            raise ConfigError("dfc train score takes one of --target NAME or --data FILE.npy.")
-        name = str(data) if data is not None else target
-        x = make_data(name, points, seed)
-        cfg = ScoreConfig(steps=steps, batch=batch, lr=lr, ema=ema, hidden=hidden, depth=depth, seed=seed)
-        folder = out if out is not None else Path("runs") / f"score-{Path(name).stem}"
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.0f} samples/s"),
-                      TimeElapsedColumn(), console=err_console) as bar:
-            task = bar.add_task(f"score on {Path(name).stem}", total=steps, loss=float("nan"), rate=0.0)
-            log = train_score(x, folder, cfg, resume=resume, device=device, data_name=name,
-                              progress=lambda i, n, loss, rate: bar.update(task, completed=i, loss=loss, rate=rate))
-        losses = log.pop("losses")
-        fig = line_plot(list(range(1, len(losses) + 1)), {"EDM loss": losses}, "step", "loss",
-                        f"score matching on {Path(name).stem}", logy=True)
-        atomic_save_figure(Path(folder) / "loss.png", fig)
-        atomic_write_json(Path(folder) / "train.json", log)
-        out_console.print(f"trained {log['steps']} steps, final loss {log['final_loss']:.4f}: {log['path']}",
-                          highlight=False)
-
-    _guard(body)
 
 
 @app.command()

@@ -3,7 +3,9 @@
     drift(x, t) = f(x, t) + w_gan(t, D) · (s_Q^h − s_p)(x, t) + w_score(t) · s_Q(x, t)
     noise(t)    = sqrt(g² − λ²)
 
-`s_Q(x, t) = u · ∇log q_σ(t)(u x)` is exact (the target's closed form). `s_p` is estimated
+`s_Q(x, t) = u · ∇log q_σ(t)(u x)` is exact (the target's closed form), or a learned score wrapped
+as a target (dfc.learned.LearnedScore). An estimator with a `gan_field(x, t, need_logit)` method
+(dfc.learned.DiscStack, learned discriminators) gives `s_Q − s_p` and the logit directly. `s_p` is estimated
 from the particle batch itself, which is why the drift sees the whole batch (mean-field):
 a Gaussian fit, a KDE with bandwidth h (paired with the equally smoothed target `s_Q^h`,
 σ'² = σ² + u² h², so the GAN field vanishes when p_t = Q_t), or the closed form of MATH §6.
@@ -145,6 +147,9 @@ def make_estimator(spec, target, prior_moments=None):
         return KDE(opts.get("h"))
     if name == "gauss":
         return GaussFit()
+    if name == "disc":  # a learned stack is loaded and checked by dfc.sample.make_gan_field (sampling only)
+        raise ConfigError("a discriminator stack (`+ disc(...)`) gives s_Q − s_p to a sampler, not s_p itself.",
+                          spec.run.spans.get("fields"), "Use `+ kde` here, or `dfc run` to sample with the stack.")
     gauss = getattr(target, "gaussian", None)
     if gauss is None or prior_moments is None:
         raise ConfigError("the closed-form s_p (`exact + closed`) needs a Gaussian target and a normal or "
@@ -254,6 +259,12 @@ class Drift:
         if not self.need_gan:
             return s_q, None, None
         need_logit = self.spec.uses_D
+        gan_field = getattr(self.estimator, "gan_field", None)
+        if gan_field is not None:  # a learned discriminator: ∇d ≈ s_Q − s_p and its logit d (MATH §1, §5)
+            start = time.perf_counter()
+            gan, logit = gan_field(x, t, need_logit)
+            self.estimator_s += time.perf_counter() - start
+            return s_q, gan, logit
         s_p, logp, h = self.sp(x, t, c, need_logit)
         if h > 0 or need_logit:
             s_qh, logq = self.score_q(x, c, (c.u * h) ** 2, need_logit)

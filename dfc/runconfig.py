@@ -98,8 +98,8 @@ def apply_entry(cfg: RunConfig, key: str, value, span: Span | None) -> RunConfig
         names = [p.name if isinstance(p, RCall) else p for p in parts]
         if not names or names[0] not in ("exact", "learned") or len(parts) > 2:
             raise _err(key, f"`fields` is `exact` or `learned(score = \"FILE\")`, optionally plus one population "
-                            f"estimate of s_p ({', '.join(ESTIMATORS)}), e.g. exact + kde(h = 0.2); got "
-                            f"{run_text(value)}.", span)
+                            f"estimate of s_p ({', '.join(ESTIMATORS)}) or a discriminator stack "
+                            f"disc(path = \"FILE\"), e.g. exact + kde(h = 0.2); got {run_text(value)}.", span)
         ckpt = None
         if names[0] == "learned":
             kw = dict(parts[0].kwargs) if isinstance(parts[0], RCall) else {}
@@ -110,6 +110,12 @@ def apply_entry(cfg: RunConfig, key: str, value, span: Span | None) -> RunConfig
         if len(parts) == 1:
             return replace(cfg, estimator=None, estimator_options=())
         est = parts[1]
+        if (est.name if isinstance(est, RCall) else est) == "disc":  # learned discriminators (dfc.learned)
+            kw = dict(est.kwargs) if isinstance(est, RCall) else {}
+            if set(kw) != {"path"} or not isinstance(kw["path"], str) or not kw["path"].strip():
+                raise _err(key, 'a discriminator stack is written disc(path = "FILE.safetensors"), a file from '
+                                '`dfc train disc`.', span)
+            return replace(cfg, estimator="disc", estimator_options=(("path", kw["path"]),))
         name = _choice(key, est.name if isinstance(est, RCall) else est, ESTIMATORS, span)
         opts = est.kwargs if isinstance(est, RCall) else ()
         for k, v in opts:

@@ -35,11 +35,18 @@ def build(spec_path: str | Path | SpecIR, sets: dict | None = None, run: dict | 
 def make_run_target(spec: CompiledSpec, dtype=DTYPE):
     from dfc.targets import make_target
 
+    from dfc.data import run_target
+
     cfg = spec.run
     base = Path(spec.ir.file).parent if spec.ir.file else None
     try:
-        target = make_target(cfg.target, dict(cfg.target_options), base_dir=base)
+        target = None if cfg.target_options else run_target(cfg.target)  # moons, swissroll, circles, digits
+        if target is None:
+            target = make_target(cfg.target, dict(cfg.target_options), base_dir=base)
     except ConfigError as exc:
+        if exc.message.startswith("unknown target"):
+            exc = ConfigError(exc.message.rstrip(".") + "; or a data set moons, swissroll, circles, digits.",
+                              exc.span, exc.hint)
         if exc.span is None and cfg.spans.get("target") is not None:
             raise ConfigError(exc.message, cfg.spans["target"], exc.hint) from None
         raise
@@ -47,20 +54,43 @@ def make_run_target(spec: CompiledSpec, dtype=DTYPE):
 
 
 def make_fields(spec: CompiledSpec, target):
-    """What the drift scores: the target itself (exact fields) or a learned score checkpoint."""
+    """What the drift scores: the target itself (exact fields) or a learned score checkpoint, checked
+    against the run's data (dimension, data set) with the `fields` entry's place on any mismatch."""
     ckpt = spec.run.score_ckpt
     if ckpt is None:
         return target
-    from dfc.learn import LearnedScore
+    from dfc.errors import DataError
+    from dfc.learned import LearnedScore, load_score, resolve
 
-    path = Path(ckpt)
-    if not path.is_absolute() and not path.exists() and spec.ir.file:
-        path = Path(spec.ir.file).parent / ckpt
-    learned = LearnedScore(path, spec.run.device, target.dtype)
+    span = spec.run.spans.get("fields")
+    path = resolve(ckpt, spec)
+    try:
+        learned = load_score(path, spec.run.device, target.dtype, data_target=target)
+    except DataError as exc:
+        raise DataError(exc.message, span, exc.hint) from None
     if learned.dim != target.dim:
         raise ConfigError(f"the learned score {path} is {learned.dim}-dimensional, the target {target.dim}-dimensional.",
-                          spec.run.spans.get("fields"), "Train the score on this target.")
+                          span, "Train the score on this target.")
+    if isinstance(learned, LearnedScore):
+        from dfc.data import same_data
+
+        why = same_data(learned.info, spec.run.describe()["target"], target)
+        if why:
+            raise DataError(f"the learned score {path} does not match this run: {why}.", span,
+                            "Run on the data it was trained on (--target), or train a score on this target.")
     return learned
+
+
+def make_gan_field(spec: CompiledSpec, target):
+    """The run's source of the GAN field: a population estimate of s_p (dfc.fields.make_estimator), or a
+    learned discriminator stack (`+ disc(path = ...)`, Algorithm 3) checked against the run."""
+    cfg = spec.run
+    if cfg.estimator != "disc":
+        return make_estimator(spec, target, prior_moments(spec, target) if cfg.estimator == "closed" else None)
+    from dfc.learned import load_stack, resolve
+
+    path = resolve(dict(cfg.estimator_options)["path"], spec)
+    return load_stack(path, spec, target, cfg.device, cfg.spans.get("fields"))
 
 
 def prior_moments(spec: CompiledSpec, target) -> tuple[np.ndarray, np.ndarray]:
@@ -105,7 +135,7 @@ def simulate(spec: CompiledSpec, target, n: int | None = None, progress=None, x0
     gen = generator_for(cfg.device, cfg.seed)
     if x0 is None:
         x0 = sample_prior(spec, target, n, gen)
-    estimator = make_estimator(spec, target, prior_moments(spec, target) if cfg.estimator == "closed" else None)
+    estimator = make_gan_field(spec, target)
     drift = Drift(spec, make_fields(spec, target), estimator)
     ts = spec.grid()
     dt_left, dt_right = clock_steps(spec, ts)
@@ -190,6 +220,13 @@ def write_outputs(result: RunResult, out: str | Path) -> dict[str, Path]:
     atomic_save_npy(paths["samples"], x.astype(np.float32))
     atomic_write_json(paths["metrics"], result.metrics)
     atomic_save_figure(paths["plot"], fig)
+    if target.dim == 64:  # 8×8 images (the digits): the first 64 samples as a grid
+        from dfc.plot import image_grid
+
+        spec = result.spec
+        imgs = x[:64] if spec.run.denoise else x[:64] * spec.at("u", spec.t1)  # in data space
+        paths["grid"] = out / "grid.png"
+        atomic_save_figure(paths["grid"], image_grid(imgs, nrow=8, title=f"{spec.name}: 64 samples"))
     return paths
 
 
