@@ -801,7 +801,7 @@ def gan_vs_peers(summ: pd.DataFrame, budgets=(4, 8, 16)) -> pd.DataFrame:
 def report(folder: Path, out: Path, notes: Path | None = None) -> Path:
     """benchmarks/RESULTS.md from the latest results in `folder`: the answer (tables generated
     from the numbers, then the hand-written reading in `notes` if present), every table, and
-    the likelihood and overhead reports if present."""
+    the likelihood, learned-field and overhead reports if present."""
     from dfc.io import atomic_write_text
 
     csv = folder / "results.csv"
@@ -859,7 +859,8 @@ def report(folder: Path, out: Path, notes: Path | None = None) -> Path:
     where = folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder
     parts += ["# Tables", "", f"Plots: `{where}/<target>_nfe.png` and `<target>_wall.png`.", "",
               tables_markdown(summ)]
-    for name, title in (("likelihood.md", "Likelihood (dfc nll)"), ("overhead.md", "Native sampler overhead")):
+    for name, title in (("likelihood.md", "Likelihood (dfc nll)"), ("learned.md", "Learned fields (dfc train)"),
+                        ("overhead.md", "Native sampler overhead")):
         extra = RESULTS / name
         if extra.exists():
             parts += [f"# {title}", "", extra.read_text()]

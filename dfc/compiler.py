@@ -71,6 +71,19 @@ class CompiledSpec:
         return (a, b) if not b.has(X) else None
 
     @cached_property
+    def dynamics_digest(self) -> str:
+        """A digest of what moves the particles: the six functions and the prior, parameter values
+        substituted. Two specs with one digest (a child that changes only run entries, say) drive
+        particles identically on the same grid, so a discriminator stack trained for one serves both."""
+        import hashlib
+
+        parts = [f"{k}={sp.srepr(self.exprs[k])}" for k in ("f", "beta", "g2", "lambda2", "sigma", "u")]
+        prior = self.ir.prior
+        parts.append(f"prior={prior.kind}:" + ",".join(f"{k}={sp.srepr(sp.sympify(v).xreplace(self.params))}"
+                                                       for k, v in prior.kwargs))
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+    @cached_property
     def fn(self) -> dict:
         """Lowered functions: time-only terms take t; f takes (x, t); w_gan takes (t, D)."""
         out = {}

@@ -280,7 +280,8 @@ def spec_record(spec) -> dict:
         except OSError:
             text = ""
     run = spec.run.describe()
-    return {"name": spec.name, "params": {str(k): float(v) for k, v in spec.params.items()},
+    return {"name": spec.name, "dynamics": spec.dynamics_digest,
+            "params": {str(k): float(v) for k, v in spec.params.items()},
             "file_sha256": hashlib.sha256(text.encode()).hexdigest()[:16],
             "steps": spec.run.steps, "clock": spec.run.clock, "grid": run["grid"], "time": list(spec.run.time),
             "solver": spec.run.solver, "ts": [float(t) for t in ts]}

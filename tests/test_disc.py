@@ -134,6 +134,31 @@ def test_a_stack_refuses_other_parameters(stack, tmp_path):
     assert r.exit_code == 2 and "s0 = 0.5 in the stack, 0.6 here" in r.output and "Traceback" not in r.output
 
 
+def test_a_spec_run_block_selects_the_stack(stack, tmp_path):
+    """A researcher names learned fields in a spec's own run block: a child that changes only run
+    entries moves particles as its parent does, so the parent's stack serves it (Algorithm 3 from the
+    training's draw of p_0 retraces the training particles), with the path taken beside the spec file."""
+    import shutil
+
+    _, log = stack
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    shutil.copy(THM2, folder / "thm2_gan.dfs")
+    shutil.copy(log["path"], folder / "stack.safetensors")
+    (folder / "learned.dfs").write_text(
+        'spec learned extends thm2_gan "Theorem 2 on its discriminator stack"\n'
+        f'  run fields = exact + disc(path = "stack.safetensors"), samples = {FAST.particles}, seed = {FAST.seed}\n'
+        "end\n")
+    r = CliRunner().invoke(app, ["run", str(folder / "learned.dfs"), "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    assert np.array_equal(np.load(tmp_path / "out" / "samples.npy"), log["particles"].numpy())
+    (folder / "other.dfs").write_text('spec other extends thm2_gan\n  beta(t) = 2\n'
+                                      '  run fields = exact + disc(path = "stack.safetensors")\nend\n')
+    r = CliRunner().invoke(app, ["run", str(folder / "other.dfs"), "--out", str(tmp_path / "o2")])
+    assert r.exit_code == 2 and "trained for spec 'thm2_gan'" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "o2").exists()
+
+
 def test_dfc_train_disc_writes_the_stack_and_a_first_look(tmp_path):
     out = tmp_path / "stack"
     r = CliRunner().invoke(app, ["train", "disc", str(THM2), "--target", "gaussian(mean = [1.0, -0.5], cov = 0.5)",
