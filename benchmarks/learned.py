@@ -34,11 +34,11 @@ import pandas as pd
 import torch
 
 from dfc.data import training_data
-from dfc.io import atomic_save_figure, atomic_write_text
+from dfc.io import atomic_save_figure, atomic_write_bytes, atomic_write_text
 from dfc.learned import load_score, score_record
 from dfc.sample import build, make_run_target, run as run_spec
 from dfc.train import DiscConfig, GanConfig, ScoreConfig, load_generator, train_disc, train_gan, train_score
-from dfc.train_cli import _bar, compare
+from dfc.train_cli import compare, pictures, progress_bar
 
 OUT = Path(__file__).parent / "results"
 PICTURES = OUT / "learned"
@@ -49,32 +49,38 @@ STEPS = 32
 DISC = DiscConfig(iters=150)
 
 
-def train_stack(name: str, score_path: Path, cfg: DiscConfig, folder: Path) -> tuple[str, float, int]:
-    """A discriminator stack for SPEC on data set `name` driven by the learned score: (path, seconds, networks)."""
-    x, info = training_data(name)
-    spec = build(SPEC, None, {"target": info["name"], "steps": str(STEPS)})
+def train_stack(x, info: dict, score_path: Path, cfg: DiscConfig, folder: Path) -> tuple[str, float, int]:
+    """A discriminator stack for SPEC on data `x` driven by the learned score: (path, seconds, networks)."""
+    name = info["name"]
+    spec = build(SPEC, None, {"target": name, "steps": str(STEPS)})
     learned = load_score(score_path, data_target=make_run_target(spec))
     K = len(spec.grid()) - 1
     t = time.perf_counter()
-    with _bar(f"Alg. 2 on {name}", K * cfg.iters) as update:
+    with progress_bar(f"Alg. 2 on {name}", K * cfg.iters) as update:
         log = train_disc(spec, x, info, learned, score_record(score_path, info["name"]), folder, cfg,
                          progress=update)
     return log["path"], time.perf_counter() - t, K
 
 
-def train_fields(name: str) -> dict:
-    """Score network and discriminator stack for SPEC on data set `name`, timed."""
+def train_fields(name: str) -> tuple[dict, torch.Tensor, dict]:
+    """Score network and discriminator stack for SPEC on data set `name`, timed; and the data."""
     x, info = training_data(name)
     folder = WORK / name
     t = time.perf_counter()
-    with _bar(f"score on {name}", ScoreConfig().steps) as update:
+    with progress_bar(f"score on {name}", ScoreConfig().steps) as update:
         train_score(x, info, folder / "score", ScoreConfig(), progress=update)
     score_s = time.perf_counter() - t
     score_path = folder / "score" / "score.safetensors"
-    stack_path, disc_s, K = train_stack(name, score_path, DISC, folder / "disc")
+    stack_path, disc_s, K = train_stack(x, info, score_path, DISC, folder / "disc")
     return {"data": name, "score_path": str(score_path), "stack_path": stack_path, "score_train_s": score_s,
             "disc_train_s": disc_s, "score_steps": ScoreConfig().steps, "stack_networks": K,
-            "disc_iters_per_network": DISC.iters}
+            "disc_iters_per_network": DISC.iters}, x, info
+
+
+def publish(picture: str | Path, name: str) -> None:
+    """Copy a picture of a run into benchmarks/results/learned/ (atomically)."""
+    PICTURES.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(PICTURES / name, Path(picture).read_bytes())
 
 
 def sample(name: str, fields: str, seed: int, spec_name: str = SPEC, samples: int = 4000):
@@ -86,20 +92,20 @@ def sample(name: str, fields: str, seed: int, spec_name: str = SPEC, samples: in
 LEARNED = "learned score + stack (Alg. 3)"
 
 
-def field_rows(name: str, tr: dict, seeds: int, extra: tuple = ()) -> tuple[list[dict], dict]:
+def field_rows(name: str, tr: dict, seeds: int, extra: tuple = (), info: dict | None = None) -> tuple[list[dict], dict]:
     """Sampling runs of SPEC on data set `name`: the learned stack, a KDE in its place, exact fields
-    (if the data have an exact law), and any `extra` (label, spec, fields) rows; 4,000 samples each."""
+    (if the data have an exact law), and any `extra` (label, spec, fields) rows; 4,000 samples each.
+    Digits (`info` given) are measured against the held-out images by `compare`."""
     score = f'learned(score = "{tr["score_path"]}")'
     configs = [(LEARNED, SPEC, f'{score} + disc(path = "{tr["stack_path"]}")'),
                ("learned score + kde", SPEC, f"{score} + kde")]
-    if name != "digits":
+    if info is None:  # the 2-D sets have exact laws
         configs.append(("exact + kde", SPEC, "exact + kde"))
     rows, last = [], {}
-    _, info = training_data(name)
     for label, spec_name, fields in (*configs, *extra):
         for seed in range(seeds):
             res = sample(name, fields, seed, spec_name)
-            m = compare(res.samples, info, seed) if name == "digits" else res.metrics
+            m = compare(res.samples, info, seed) if info is not None else res.metrics
             rows.append({"data": name, "fields": label, "seed": seed, "sliced_w2": m["sliced_w2"],
                          "floor": m["floor"], "mmd": m["mmd"], "mmd_floor": m["mmd_floor"],
                          "wall_s": res.metrics["wall_s"]})
@@ -110,27 +116,26 @@ def field_rows(name: str, tr: dict, seeds: int, extra: tuple = ()) -> tuple[list
 def measure_2d(name: str, seeds: int) -> tuple[list[dict], dict]:
     from dfc.sample import write_outputs
 
-    tr = train_fields(name)
+    tr, _, _ = train_fields(name)
     rows, last = field_rows(name, tr, seeds)
     paths = write_outputs(last[LEARNED], WORK / name / "samples")
-    PICTURES.mkdir(parents=True, exist_ok=True)
-    (PICTURES / f"{name}_learned.png").write_bytes(Path(paths["plot"]).read_bytes())
+    publish(paths["plot"], f"{name}_learned.png")
     return rows, tr
 
 
 def measure_digits(seeds: int) -> tuple[list[dict], dict]:
     from dfc.plot import image_grid
 
-    tr = train_fields("digits")
+    tr, x, info = train_fields("digits")
     score = f'learned(score = "{tr["score_path"]}")'
     # In 64-D each warm-started network inherits an ever more confident classifier (its final logistic loss
     # is ~1e-3: 1,500 images are separable); fresh networks per step, the paper's Alg. 2, are measured beside.
-    fresh, fresh_s, _ = train_stack("digits", Path(tr["score_path"]), replace(DISC, warm_start=False),
+    fresh, fresh_s, _ = train_stack(x, info, Path(tr["score_path"]), replace(DISC, warm_start=False),
                                     WORK / "digits" / "disc-fresh")
     tr["fresh_disc_train_s"] = fresh_s
     extra = (("learned score + stack of fresh networks (--no-warm-start)", SPEC, f'{score} + disc(path = "{fresh}")'),
              ("ve_sde on the learned score (no GAN part)", "ve_sde", score))
-    rows, last = field_rows("digits", tr, seeds, extra)
+    rows, last = field_rows("digits", tr, seeds, extra, info)
     PICTURES.mkdir(parents=True, exist_ok=True)
     atomic_save_figure(PICTURES / "digits_grid.png", image_grid(last[LEARNED].samples[:64].cpu().numpy(), nrow=8,
                                                                 title="diffusion_gan on learned fields: 64 digits"))
@@ -138,13 +143,11 @@ def measure_digits(seeds: int) -> tuple[list[dict], dict]:
 
 
 def measure_gan(spec_name: str) -> dict:
-    from dfc.train_cli import _pictures
-
     x, info = training_data("ring8")
     spec = build(spec_name, None, {"target": "ring8"})
     cfg = GanConfig()
     t = time.perf_counter()
-    with _bar(f"Alg. 1 on {spec_name}", cfg.iters) as update:
+    with progress_bar(f"Alg. 1 on {spec_name}", cfg.iters) as update:
         log = train_gan(spec, x, info, WORK / f"gan-{spec_name}", cfg, progress=update)
     wall = time.perf_counter() - t
     g, _ = load_generator(log["path"])
@@ -152,10 +155,9 @@ def measure_gan(spec_name: str) -> dict:
         xs = g(torch.randn(4000, g.latent, generator=torch.Generator().manual_seed(1)))
     m = compare(xs, info, 0)
     folder = WORK / f"gan-{spec_name}"
-    pic = _pictures(folder, xs, info, f"Alg. 1 ({spec_name}) on ring8: sliced W2 {m['sliced_w2']:.3f} "
-                                      f"(floor {m['floor']:.3f})")["plot"]
-    PICTURES.mkdir(parents=True, exist_ok=True)
-    (PICTURES / f"ring8_alg1_{spec_name}.png").write_bytes(Path(pic).read_bytes())
+    pic = pictures(folder, xs, info, f"Alg. 1 ({spec_name}) on ring8: sliced W2 {m['sliced_w2']:.3f} "
+                                     f"(floor {m['floor']:.3f})")["plot"]
+    publish(pic, f"ring8_alg1_{spec_name}.png")
     return {"spec": spec_name, "train_s": wall, "iters": cfg.iters, **m}
 
 

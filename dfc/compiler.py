@@ -71,6 +71,12 @@ class CompiledSpec:
         return (a, b) if not b.has(X) else None
 
     @cached_property
+    def prior_values(self) -> tuple:
+        """p_0 as (kind, (argument, value), ...) with the parameter values substituted."""
+        return (self.ir.prior.kind,) + tuple((k, round(float(v.xreplace(self.params)), 12))
+                                             for k, v in self.ir.prior.kwargs)
+
+    @cached_property
     def dynamics_digest(self) -> str:
         """A digest of what moves the particles: the six functions and the prior, parameter values
         substituted. Two specs with one digest (a child that changes only run entries, say) drive
@@ -78,9 +84,7 @@ class CompiledSpec:
         import hashlib
 
         parts = [f"{k}={sp.srepr(self.exprs[k])}" for k in ("f", "beta", "g2", "lambda2", "sigma", "u")]
-        prior = self.ir.prior
-        parts.append(f"prior={prior.kind}:" + ",".join(f"{k}={sp.srepr(sp.sympify(v).xreplace(self.params))}"
-                                                       for k, v in prior.kwargs))
+        parts.append(f"prior={self.prior_values!r}")
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
     @cached_property

@@ -75,10 +75,6 @@ def tracking(spec: CompiledSpec) -> Tracking:
     return Tracking(not failures, tuple(failures))
 
 
-def _prior_values(spec: CompiledSpec) -> tuple:
-    return (spec.ir.prior.kind,) + tuple((k, round(float(v.xreplace(spec.params)), 12)) for k, v in spec.ir.prior.kwargs)
-
-
 def same_marginal_class(a: CompiledSpec, b: CompiledSpec) -> tuple[bool, list[str]]:
     """Whether (f, β, λ², σ, u, p_0) agree on the common time interval (MATH §3)."""
     reasons = []
@@ -107,8 +103,8 @@ def same_marginal_class(a: CompiledSpec, b: CompiledSpec) -> tuple[bool, list[st
                 break
         if worst:
             reasons.append(f"{name} differs (first at t = {worst[0]:.4g})")
-    if _prior_values(a) != _prior_values(b):
-        reasons.append(f"priors differ: {_prior_values(a)} vs {_prior_values(b)}")
+    if a.prior_values != b.prior_values:
+        reasons.append(f"priors differ: {a.prior_values} vs {b.prior_values}")
     return not reasons, reasons
 
 

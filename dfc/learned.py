@@ -360,24 +360,23 @@ class DiscStack:
             raise fail(why, "Train a stack on the run's data, or run on the stack's data (--target).")
         rec = self.spec_rec
         # The same dynamics (six functions, prior, parameter values) under any name is the same run: a
-        # child spec that only sets `run fields = ... + disc(path = ...)` uses its parent's stack.
-        # Stacks written before the digest existed are matched by name and parameters alone.
-        if rec.get("dynamics") != spec.dynamics_digest:
-            params = {str(k): float(v) for k, v in spec.params.items()}
+        # child spec that only sets `run fields = ... + disc(path = ...)` uses its parent's stack. Otherwise
+        # the error names the most telling difference: the spec, its parameters, or its edited text.
+        if rec.get("dynamics") != spec.dynamics_digest:  # (a stack without one predates the digest: retrain)
             if rec["name"] != spec.name:
                 raise fail(f"it was trained for spec {rec['name']!r}, and the run's spec {spec.name!r} moves its "
                            f"particles differently", f"Train a stack for {spec.name} (dfc train disc {spec.name} "
                                                       f"...), or run {rec['name']} (or a spec that extends it and "
                                                       f"changes only its run block).")
+            params = {str(k): float(v) for k, v in spec.params.items()}
             diff = [k for k in sorted(set(params) | set(rec["params"]))
                     if not _close(params.get(k), rec["params"].get(k))]
             if diff:
                 shown = "; ".join(f"{k} = {rec['params'].get(k)} in the stack, {params.get(k)} here" for k in diff[:3])
                 raise fail(f"spec {spec.name!r} has other parameters ({shown})", "Use the stack's --set values, or "
                                                                                "train a stack for these.")
-            if "dynamics" in rec:
-                raise fail(f"spec {spec.name!r} has changed since the stack was trained (its functions or prior "
-                           f"differ)", f"Train the stack again (dfc train disc {spec.name} ...).")
+            raise fail(f"spec {spec.name!r} has changed since the stack was trained (its functions or prior "
+                       f"differ)", f"Train the stack again (dfc train disc {spec.name} ...).")
         if self.variant == "independent":
             ts = spec.grid()
             if len(ts) != len(self.ts) or not np.allclose(ts, self.ts, rtol=1e-9, atol=1e-12):

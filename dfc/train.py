@@ -269,20 +269,12 @@ class DiscConfig:
 
 
 def spec_record(spec) -> dict:
-    """What a stack or generator was trained for: the spec, its params and the grid it replays."""
-    import hashlib
-
+    """What a stack or generator was trained for: the spec, the digest of its dynamics, its params
+    and the grid it replays."""
     ts = spec.grid()
-    text = ""
-    if spec.ir.file:
-        try:
-            text = Path(spec.ir.file).read_text()
-        except OSError:
-            text = ""
     run = spec.run.describe()
     return {"name": spec.name, "dynamics": spec.dynamics_digest,
             "params": {str(k): float(v) for k, v in spec.params.items()},
-            "file_sha256": hashlib.sha256(text.encode()).hexdigest()[:16],
             "steps": spec.run.steps, "clock": spec.run.clock, "grid": run["grid"], "time": list(spec.run.time),
             "solver": spec.run.solver, "ts": [float(t) for t in ts]}
 

@@ -49,7 +49,7 @@ def _device(device: str) -> str:
 
 
 @contextmanager
-def _bar(description: str, total: int, unit: str = "samples/s"):
+def progress_bar(description: str, total: int, unit: str = "samples/s"):
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
 
@@ -125,7 +125,7 @@ def compare(x: torch.Tensor, info: dict, seed: int = 0) -> dict:
             "mmd_floor": mmd(other, ref), "reference": int(ref.shape[0]), "samples": int(x.shape[0])}
 
 
-def _pictures(folder: Path, x: torch.Tensor, info: dict, title: str) -> dict:
+def pictures(folder: Path, x: torch.Tensor, info: dict, title: str) -> dict:
     from dfc.data import law
     from dfc.io import atomic_save_figure
     from dfc.plot import image_grid, scatter_over_density
@@ -200,7 +200,7 @@ def score_cmd(
                           save_every=save_every)
         cfg.check()
         folder = Path(out) if out is not None else Path("runs") / f"score-{info['name']}"
-        with _bar(f"score on {info['name']}", steps) as update:
+        with progress_bar(f"score on {info['name']}", steps) as update:
             log = train_score(x, info, folder, cfg, resume=resume, device=_device(device), progress=update)
         losses = np.asarray(log.pop("losses"))
         _loss_plot(folder, {"EDM loss": losses, "moving average (100)": _moving_average(losses, 100)},
@@ -290,7 +290,7 @@ def disc_cmd(
             score_path, fields = None, exact
         folder = Path(out) if out is not None else Path("runs") / f"disc-{compiled.name}-{info['name']}"
         K = len(compiled.grid()) - 1
-        with _bar(f"Alg. 2 on {compiled.name}, {K} steps", K * iters) as update:
+        with progress_bar(f"Alg. 2 on {compiled.name}, {K} steps", K * iters) as update:
             log = train_disc(compiled, x, info, fields, score_record(score_path, info["name"]), folder, cfg,
                              resume=resume, device=device, progress=update)
         log.pop("particles")
@@ -356,7 +356,7 @@ def gan_cmd(
                         depth=depth, latent=latent, seed=seed, save_every=save_every)
         cfg.check()
         folder = Path(out) if out is not None else Path("runs") / f"gan-{compiled.name}-{info['name']}"
-        with _bar(f"Alg. 1 on {compiled.name}", iters) as update:
+        with progress_bar(f"Alg. 1 on {compiled.name}", iters) as update:
             log = train_gan(compiled, x, info, folder, cfg, resume=resume, device=device, progress=update)
         ld, lg = np.asarray(log.pop("loss_d")), np.asarray(log.pop("loss_g"))
         _loss_plot(folder, {"discriminator (logistic)": _moving_average(ld, 50),
@@ -368,7 +368,7 @@ def gan_cmd(
             xs = g(z).cpu()
         metrics = compare(xs, info, seed)
         atomic_save_npy(folder / "samples.npy", xs.numpy().astype(np.float32))
-        _pictures(folder, xs, info, f"Alg. 1 ({compiled.name}) on {info['name']}: sliced W2 "
+        pictures(folder, xs, info, f"Alg. 1 ({compiled.name}) on {info['name']}: sliced W2 "
                                     f"{metrics['sliced_w2']:.3f} (floor {metrics['floor']:.3f})")
         atomic_write_json(folder / "metrics.json", metrics)
         atomic_write_json(folder / "train.json", {**log, "metrics": metrics, "data": info})
@@ -381,5 +381,5 @@ def gan_cmd(
     _guard(body)
 
 
-__all__ = ["app", "compare"]
+__all__ = ["app", "compare", "pictures", "progress_bar"]
 

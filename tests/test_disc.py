@@ -157,6 +157,11 @@ def test_a_spec_run_block_selects_the_stack(stack, tmp_path):
     r = CliRunner().invoke(app, ["run", str(folder / "other.dfs"), "--out", str(tmp_path / "o2")])
     assert r.exit_code == 2 and "trained for spec 'thm2_gan'" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "o2").exists()
+    # the parent itself edited after training: same name, same parameters, other functions
+    (folder / "thm2_gan.dfs").write_text(THM2.read_text().replace("beta(t) = 1", "beta(t) = 2"))
+    r = CliRunner().invoke(app, ["run", str(folder / "thm2_gan.dfs"), "--fields",
+                                 'exact + disc(path = "stack.safetensors")', "--out", str(tmp_path / "o3")])
+    assert r.exit_code == 2 and "has changed since the stack was trained" in r.output
 
 
 def test_dfc_train_disc_writes_the_stack_and_a_first_look(tmp_path):
