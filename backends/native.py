@@ -42,7 +42,9 @@ def sample(drift, x0: torch.Tensor, ts: np.ndarray, dt_left: np.ndarray, dt_righ
         raise ValueError(solver)
     if np.any(dt_left < 0) or np.any(dt_right < 0):
         raise NumericalError("the clock runs backwards on this grid (a negative step).")
-    drift.prepare(ts)
+    # the step each evaluation at t_i feeds (MATH §10): its own step, and Heun's corrector's half of the one before
+    corrector = np.insert(0.5 * dt_right, 0, 0.0) if solver == "heun" else 0.0
+    drift.prepare(ts, np.maximum(np.append(dt_left, 0.0), corrector))
     if normals is None:
         normals = lambda i: torch.randn(x0.shape, generator=generator, dtype=x0.dtype,  # noqa: E731
                                         device=x0.device)

@@ -43,7 +43,7 @@ def integrate(drift, x0: torch.Tensor, ts: np.ndarray, method: str = "euler", se
         raise ConfigError("the torchsde backend integrates in the t clock; this run asks for clock "
                           f"{drift.spec.run.clock!r}.", drift.spec.run.spans.get("clock"),
                           "Use `backend = native` for other clocks, or `clock = t`.")
-    drift.prepare(ts)
+    drift.prepare(ts, np.append(np.diff(ts), 0.0))  # the step each evaluation feeds (MATH §10)
     sde = DiffFlowSDE(drift)
     grid = torch.tensor(ts, dtype=x0.dtype, device=x0.device)
     bm = bm if bm is not None else brownian(x0, grid, seed, method)

@@ -112,6 +112,16 @@ class CompiledSpec:
             out = fn(ts) if name not in ("w_gan", "beta") else fn(ts, 0.5)
         return np.broadcast_to(np.asarray(out, dtype=np.float64), ts.shape).copy()
 
+    def gan_weight_bound(self, ts: np.ndarray) -> np.ndarray:
+        """max |w_gan(t, D)| over D ∈ [0, 1] at every t (w_gan is affine in D for every β dfc accepts that
+        uses D; the ends and the midpoint are checked), for the stability floor of MATH §10."""
+        if not self.uses_D:
+            return np.abs(self.on_grid("w_gan", ts))
+        with np.errstate(all="ignore"):
+            cols = [np.broadcast_to(np.asarray(self.fn["w_gan"](ts, d), dtype=np.float64), ts.shape)
+                    for d in (0.0, 0.5, 1.0)]
+        return np.max(np.abs(np.stack(cols)), axis=0)
+
     def at(self, name: str, t: float) -> float:
         """A time-only term at t, as a python float."""
         return float(self.fn[name](float(t)))

@@ -22,11 +22,13 @@ import torch
 
 from dfc.errors import ConfigError
 
-KDE_CHUNK = 1 << 22  # pairwise entries per chunk (memory bound for the O(N²) KDE)
+from dfc.kde import CFL, KDE, stable_bandwidth  # the KDE family (exact, binned, subset): MATH §5, §10
 
 
 # ---------------------------------------------------------------------------------------
-# Population estimates of s_p
+# Population estimates of s_p. Each has `query(y, population, t, need_logp, h_min=0)` ->
+# (s_p, log p or None, h): the score of the population's law (smoothed by h, 0 for none) at y.
+# A smoothing estimate uses h ≥ h_min, the stability floor of the step it feeds (MATH §10).
 
 
 class GaussFit:
@@ -34,14 +36,10 @@ class GaussFit:
 
     name = "gauss"
 
-    def bandwidth(self, population: torch.Tensor) -> float:
-        return 0.0
-
     def __call__(self, x: torch.Tensor, t: float, need_logp: bool):
-        return self.query(x, x, t, need_logp)
+        return self.query(x, x, t, need_logp)[:2]
 
-    def query(self, y: torch.Tensor, population: torch.Tensor, t: float, need_logp: bool):
-        """s_p (and log p) at query points y, for the law the population `population` samples."""
+    def query(self, y: torch.Tensor, population: torch.Tensor, t: float, need_logp: bool, h_min: float = 0.0):
         n, d = population.shape
         mu = population.mean(0)
         pc = population - mu
@@ -53,60 +51,7 @@ class GaussFit:
         if need_logp:
             logdet = 2 * torch.log(torch.diagonal(chol)).sum()
             logp = -0.5 * (yc * z).sum(1) - 0.5 * logdet - 0.5 * d * math.log(2 * math.pi)
-        return -z, logp
-
-
-class KDE:
-    """Gaussian kernel density estimate of p_t * N(0, h²I) and its score.
-
-    h is given, or Scott's rule h = s · N^(−1/(D+4)) with s the mean per-coordinate std.
-    """
-
-    name = "kde"
-
-    def __init__(self, h: float | None = None):
-        self.h = h
-
-    def bandwidth(self, population: torch.Tensor) -> float:
-        if self.h is not None:
-            return float(self.h)
-        n, d = population.shape
-        s = float(population.detach().std(0).mean())
-        return max(s, 1e-12) * n ** (-1.0 / (d + 4))
-
-    def __call__(self, x: torch.Tensor, t: float, need_logp: bool):
-        return self.query(x, x, t, need_logp)
-
-    def query(self, y: torch.Tensor, population: torch.Tensor, t: float, need_logp: bool):
-        """Score (and log density) of the smoothed population law at the query points y."""
-        n, d = population.shape
-        h = self.bandwidth(population)
-        inplace = not (torch.is_grad_enabled() and y.requires_grad)  # in-place ops save memory on the hot path
-        sq_pop = (population * population).sum(1)
-        sq_y = (y * y).sum(1)
-        rows = max(1, KDE_CHUNK // n)
-        scores, logps = [], []
-        for i in range(0, y.shape[0], rows):
-            yi = y[i : i + rows]
-            d2 = sq_y[i : i + rows, None] + sq_pop[None, :] - 2 * yi @ population.T
-            # softmax weights of the kernel, and log Σ exp for the density (one exp pass)
-            if inplace:
-                logits = d2.clamp_min_(0).mul_(-0.5 / h**2)
-                top = logits.amax(1, keepdim=True)
-                w = logits.sub_(top).exp_()
-                total = w.sum(1, keepdim=True)
-                w.div_(total)
-            else:
-                logits = d2.clamp_min(0) * (-0.5 / h**2)
-                top = logits.amax(1, keepdim=True).detach()
-                e = torch.exp(logits - top)
-                total = e.sum(1, keepdim=True)
-                w = e / total
-            lse = top + torch.log(total)
-            scores.append((w @ population - yi) / h**2)
-            if need_logp:
-                logps.append(lse[:, 0] - math.log(n) - 0.5 * d * math.log(2 * math.pi * h**2))
-        return torch.cat(scores), (torch.cat(logps) if need_logp else None)
+        return -z, logp, 0.0
 
 
 class ClosedForm:
@@ -117,13 +62,10 @@ class ClosedForm:
     def __init__(self, marginals):
         self.marginals = marginals
 
-    def bandwidth(self, population: torch.Tensor) -> float:
-        return 0.0
-
     def __call__(self, x: torch.Tensor, t: float, need_logp: bool):
-        return self.query(x, x, t, need_logp)
+        return self.query(x, x, t, need_logp)[:2]
 
-    def query(self, y: torch.Tensor, population, t: float, need_logp: bool):
+    def query(self, y: torch.Tensor, population, t: float, need_logp: bool, h_min: float = 0.0):
         mu, cov = self.marginals(t)
         mu = torch.as_tensor(mu, dtype=y.dtype, device=y.device)
         prec = torch.as_tensor(np.linalg.inv(cov), dtype=y.dtype, device=y.device)
@@ -134,7 +76,7 @@ class ClosedForm:
             d = y.shape[1]
             logdet = float(np.linalg.slogdet(cov)[1])
             logp = -0.5 * (yc * z).sum(1) - 0.5 * logdet - 0.5 * d * math.log(2 * math.pi)
-        return -z, logp
+        return -z, logp, 0.0
 
 
 def make_estimator(spec, target, prior_moments=None):
@@ -144,7 +86,13 @@ def make_estimator(spec, target, prior_moments=None):
         return None
     opts = dict(spec.run.estimator_options)
     if name == "kde":
-        return KDE(opts.get("h"))
+        from dfc.kde import BINNED_MAX_DIM
+
+        if opts.get("method") == "binned" and target.dim > BINNED_MAX_DIM:
+            raise ConfigError(f"the binned KDE works in at most {BINNED_MAX_DIM} dimensions; the target has "
+                              f"{target.dim}.", spec.run.spans.get("fields"),
+                              "Use kde(method = subset) (a fixed subset of m particles) or kde(method = exact).")
+        return KDE(opts.get("h"), opts.get("method", "auto"), opts.get("m"), opts.get("cfl", CFL))
     if name == "gauss":
         return GaussFit()
     if name == "disc":  # a learned stack is loaded and checked by dfc.sample.make_gan_field (sampling only)
@@ -175,6 +123,7 @@ class Coeffs:
     a: float | None  # f = a x + b; None: f is nonlinear
     b: float | None
     noise: float
+    h_min: float = 0.0  # the population estimate's least bandwidth for the step using this evaluation (MATH §10)
 
 
 def score_q(target, x: torch.Tensor, c: Coeffs, extra_var: float = 0.0, need_logp: bool = False):
@@ -214,8 +163,10 @@ class Drift:
         self._f_zero = lin is not None and lin[0] == 0 and lin[1] == 0
 
     # ---- time coefficients
-    def prepare(self, ts) -> None:
-        """Compute the coefficients of every t in `ts` at once (vectorised)."""
+    def prepare(self, ts, dt=None) -> None:
+        """Compute the coefficients of every t in `ts` at once (vectorised). `dt[i]`, when given, is the
+        effective step a solver applies to the drift evaluated at ts[i] (MATH §9): with the GAN weight it
+        bounds the population estimate's bandwidth from below (MATH §10)."""
         ts = np.asarray(ts, dtype=np.float64)
         spec = self.spec
         cols = {k: spec.on_grid(k, ts) for k in ("sigma", "u", "w_score", "noise2")}
@@ -223,12 +174,18 @@ class Drift:
         a = b = None
         if spec.f_linear is not None:
             a, b = spec.on_grid("a", ts), spec.on_grid("b", ts)
+        h_min = np.zeros_like(ts)
+        cfl = getattr(self.estimator, "cfl", 0.0)
+        if dt is not None and self.need_gan and cfl > 0:
+            gan_step = spec.gan_weight_bound(ts) * np.abs(np.asarray(dt, dtype=np.float64))
+            sigma_x = np.abs(cols["sigma"] / cols["u"])
+            h_min = np.array([stable_bandwidth(float(a), float(s), cfl) for a, s in zip(gan_step, sigma_x)])
         for i, t in enumerate(ts):
             self._cache[float(t)] = Coeffs(
                 float(cols["sigma"][i]), float(cols["u"][i]), float(cols["w_score"][i]),
                 None if w_gan is None else float(w_gan[i]),
                 None if a is None else float(a[i]), None if b is None else float(b[i]),
-                math.sqrt(max(float(cols["noise2"][i]), 0.0)))
+                math.sqrt(max(float(cols["noise2"][i]), 0.0)), float(h_min[i]))
 
     def coeffs(self, t: float) -> Coeffs:
         t = float(t)
@@ -247,9 +204,9 @@ class Drift:
 
     def _batch_estimate(self, x: torch.Tensor, t: float, c: Coeffs, need_logp: bool):
         start = time.perf_counter()
-        s_p, logp = self.estimator(x, t, need_logp)
+        out = self.estimator.query(x, x, t, need_logp, c.h_min)
         self.estimator_s += time.perf_counter() - start
-        return s_p, logp, self.estimator.bandwidth(x)
+        return out
 
     def fields(self, x: torch.Tensor, t: float):
         """One field evaluation: s_Q, and (if the spec has a GAN part) s_Q^h − s_p and the logit d."""

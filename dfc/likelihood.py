@@ -66,9 +66,7 @@ class PopulationSp:
 
     def __call__(self, y, t, c: Coeffs, need_logp: bool):
         pop = self.path(t, y.dtype) if self.path is not None else None
-        s, logp = self.estimator.query(y, pop, t, need_logp)
-        h = self.estimator.bandwidth(pop) if pop is not None else 0.0
-        return s, logp, h
+        return self.estimator.query(y, pop, t, need_logp)
 
 
 class PopulationPath:

@@ -82,6 +82,35 @@ def _choice(key, value, options, span):
     return value
 
 
+KDE_OPTIONS = "h (a fixed bandwidth > 0), method (auto, exact, binned, subset), m (subset size >= 2), " \
+              "cfl (the stability number of MATH §10, >= 0; 0 turns the bandwidth floor off)"
+
+
+def _estimator_options(key, name, opts, span) -> tuple:
+    """kde(h = ..., method = ..., m = ..., cfl = ...): each option checked (MATH §10)."""
+    from dfc.kde import METHODS
+
+    out = []
+    for k, v in opts:
+        if name != "kde":
+            raise _err(key, f"estimator {name} takes no options; got {k!r}.", span)
+        if k == "h":
+            v = _number(key, v, span, lo=0, strict=True)
+        elif k == "method":
+            v = _choice("kde method", v, METHODS, span)
+        elif k == "m":
+            v = _number(key, v, span, int, lo=2)
+        elif k == "cfl":
+            v = _number(key, v, span, lo=0)
+        else:
+            raise _err(key, f"kde has no option {k!r}; it takes {KDE_OPTIONS}.", span)
+        out.append((k, v))
+    kw = dict(out)
+    if kw.get("method") in ("exact", "binned") and "m" in kw:
+        raise _err(key, f"kde(m = ...) is the subset size of method = subset, not of method = {kw['method']}.", span)
+    return tuple(out)
+
+
 def apply_entry(cfg: RunConfig, key: str, value, span: Span | None) -> RunConfig:
     spans = dict(cfg.spans)
     spans[key] = span
@@ -118,11 +147,7 @@ def apply_entry(cfg: RunConfig, key: str, value, span: Span | None) -> RunConfig
             return replace(cfg, estimator="disc", estimator_options=(("path", kw["path"]),))
         name = _choice(key, est.name if isinstance(est, RCall) else est, ESTIMATORS, span)
         opts = est.kwargs if isinstance(est, RCall) else ()
-        for k, v in opts:
-            if name != "kde" or k != "h":
-                raise _err(key, f"estimator {name} has no option {k!r} (kde takes h).", span)
-            _number(key, v, span, lo=0, strict=True)
-        return replace(cfg, estimator=name, estimator_options=opts)
+        return replace(cfg, estimator=name, estimator_options=_estimator_options(key, name, opts, span))
     if key == "solver":
         return replace(cfg, solver=_choice(key, value, SOLVERS, span))
     if key == "backend":

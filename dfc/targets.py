@@ -6,7 +6,7 @@ A target is a data distribution ``q`` on R^D. For a noise level ``sigma >= 0`` i
 * ``score(y, sigma)``     = grad_y log q_sigma(y),     shape (N, D)
 
 where ``q_sigma = q * N(0, sigma^2 I)`` is q smoothed by Gaussian noise of standard deviation sigma
-(MATH.md §1, §5). ``y`` may have any leading batch shape ``(..., D)``; the results then have shape
+(MATH §1, §5). ``y`` may have any leading batch shape ``(..., D)``; the results then have shape
 ``(...)`` and ``(..., D)``. All computation happens in the dtype and on the device of ``y``; the
 parameters of a target are kept as a float64 (or the data's own float) master copy on the CPU and
 cast once per (dtype, device), then cached.
