@@ -43,7 +43,7 @@ from dfc.errors import ConfigError, DfcError, NumericalError
 ROOT = Path(__file__).resolve().parent.parent
 SUITES = ROOT / "benchmarks" / "suites"
 RESULTS = ROOT / "benchmarks" / "results"
-HARNESS = 3  # part of every cache key: bump it when what a cell computes changes
+HARNESS = 4  # part of every cache key: bump it when what a cell computes changes
 METRIC = "sliced_w2"  # the headline quality metric (lower is better)
 METRICS = {  # name -> (title, lower is better)
     "sliced_w2": ("sliced W2", True),
@@ -215,20 +215,32 @@ def _mixture(target) -> bool:
 def quality(target, x: torch.Tensor, ref: torch.Tensor) -> dict:
     """Every metric that applies to `target`, of samples `x` against the reference draw `ref`.
 
-    sliced W2, MMD (multi-scale RBF, bandwidths from the reference's median distance) and
-    energy distance always; the KL and W2 of the fitted Gaussian on a Gaussian target; the
-    shares of modes captured and of high-quality samples on a mixture. A sample with a
-    non-finite point has diverged: distances inf, shares 0."""
-    from dfc.metrics import (default_mmd_scales, energy_distance, fit_gaussian, gaussian_kl, gaussian_w2, mmd,
-                             mode_metrics, sliced_w2)
+    sliced W2 (with `sliced_w2_se`, its Monte Carlo error over the directions), MMD
+    (multi-scale RBF, bandwidths from the reference's median distance) and energy distance
+    always: exact (O(N²)) up to dfc.floors.FULL_MAX samples, above that the block estimates
+    of dfc.metrics (O(N · 1024)) with their standard errors `mmd_se`, `energy_se` (of the
+    distances, dfc.metrics.root_se); the KL and W2 of the fitted Gaussian on a Gaussian
+    target; the shares of modes captured and of high-quality samples on a mixture. A sample
+    with a non-finite point has diverged: distances inf, shares 0."""
+    from dfc.floors import FULL_MAX
+    from dfc.metrics import (default_mmd_scales, energy_block, energy_distance, fit_gaussian, gaussian_kl,
+                             gaussian_w2, mmd, mmd_block, mode_metrics, root_se, sliced_w2_se)
 
     x = x.detach().double().cpu()
     if not bool(torch.isfinite(x).all()):
         return _diverged(target)
     half = ref.shape[0] // 2  # MMD bandwidths from the reference alone: one kernel for every row of a target
     scales = default_mmd_scales(ref[:half], ref[half:]) if half >= 1 else None
-    out = {"sliced_w2": sliced_w2(x, ref), "mmd": mmd(x, ref, scales), "energy": energy_distance(x, ref),
-           "finite": True}
+    sw, sw_se = sliced_w2_se(x, ref)
+    out = {"sliced_w2": sw, "sliced_w2_se": sw_se}
+    if max(x.shape[0], ref.shape[0]) > FULL_MAX:
+        m2, m2_se = mmd_block(x, ref, scales)
+        e2, e2_se = energy_block(x, ref)
+        out.update(mmd=math.sqrt(max(m2, 0.0)), mmd_se=root_se(m2, m2_se),
+                   energy=math.sqrt(max(e2, 0.0)), energy_se=root_se(e2, e2_se))
+    else:
+        out.update(mmd=mmd(x, ref, scales), energy=energy_distance(x, ref))
+    out["finite"] = True
     gauss = target.gaussian
     if gauss is not None:
         m, c = fit_gaussian(x)
@@ -508,6 +520,9 @@ def wide(summ: pd.DataFrame, target: str, metric: str = METRIC) -> pd.DataFrame:
         return pd.DataFrame()
     table = rows.pivot_table(index="label", columns="nfe_budget", values=metric, aggfunc="first", dropna=False)
     table.columns = [f"NFE {c}" for c in table.columns]
+    sd_col = f"{metric}_sd"
+    spread = rows.pivot_table(index="label", columns="nfe_budget", values=sd_col, aggfunc="first", dropna=False) \
+        if sd_col in rows and rows[sd_col].notna().any() else None
     last = rows.sort_values("nfe_budget").groupby("label").last()
     kind = rows.groupby("label")["kind"].first()
     table["wall s (max NFE)"] = last["wall_s"]
@@ -517,11 +532,27 @@ def wide(summ: pd.DataFrame, target: str, metric: str = METRIC) -> pd.DataFrame:
     lower = METRICS[metric][1]
     key_col = table.columns[min(1, len([c for c in table.columns if c.startswith("NFE")]) - 1)]
     table = table.sort_values(key_col, ascending=lower, na_position="last")
-    table.insert(0, "kind", kind.reindex(table.index))
     floor = floor_of(summ, target, metric)
-    floor_row = pd.DataFrame({c: [floor if c.startswith("NFE") else ("floor" if c == "kind" else math.nan)]
+    floor_cell = floor
+    if spread is not None:  # "mean ± sd over seeds" (sorting is done on the means above)
+        for j, c in enumerate(spread.columns):
+            col = table.columns[j]
+            sd = spread[c].reindex(table.index)
+            table[col] = [_pm(m, v) for m, v in zip(table[col], sd)]
+        f = s[s["kind"] == "floor"]
+        if metric == METRIC and "floor_sd" in f and f["floor_sd"].notna().any():
+            floor_cell = _pm(floor, float(f["floor_sd"].mean()))
+    table.insert(0, "kind", kind.reindex(table.index))
+    floor_row = pd.DataFrame({c: [floor_cell if c.startswith("NFE") else ("floor" if c == "kind" else math.nan)]
                               for c in table.columns}, index=["floor"])
     return pd.concat([floor_row, table])
+
+
+def _pm(mean, sd) -> str | float:
+    """`mean ± sd` as a table cell (the mean alone where there is no spread)."""
+    if sd is None or not math.isfinite(float(sd)) or not math.isfinite(float(mean)):
+        return mean
+    return f"{fmt(mean)} ± {fmt(sd)}"
 
 
 def _strings(table: pd.DataFrame) -> pd.DataFrame:
@@ -818,7 +849,8 @@ def report(folder: Path, out: Path, notes: Path | None = None) -> Path:
              f"target draw of the same size (lower is better), the mean over seeds; the **floor** is the same metric "
              f"between independent target draws and that reference (mean of {FLOOR_DRAWS} draws per seed). NFE counts "
              f"score-field (denoiser) evaluations; a score-based spec, like k-diffusion, spends its last one on the "
-             f"step to σ = 0. Wall times are seconds on one CPU core (2,000 particles).", ""]
+             f"step to σ = 0. Wall times are seconds on one CPU core ({int(runs['samples'].max()):,} particles). "
+             f"Table cells are the mean ± the standard deviation over seeds.", ""]
     notes = notes if notes is not None else folder / "notes.md"
     if notes.exists():
         parts += ["## The answer", "", notes.read_text().strip(), ""]

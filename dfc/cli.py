@@ -13,7 +13,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from dfc.clikit import err_console, out_console
+from dfc.clikit import THREADS_HELP, err_console, out_console
 from dfc.clikit import guard as _guard
 from dfc.clikit import pairs as _pairs
 from dfc.errors import ConfigError
@@ -24,6 +24,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 SPEC_ARG = typer.Argument(..., help="A .dfs or .yaml spec file, or a preset name (e.g. ve_sde).")
 SET_OPT = typer.Option(None, "--set", help="Override a param: --set kappa=0.5 (repeatable).")
+THREADS_OPT = typer.Option(None, "--threads", help=THREADS_HELP)
 
 
 @app.command()
@@ -43,14 +44,23 @@ def run(
     denoise: Optional[bool] = typer.Option(None, "--denoise/--no-denoise", help="Finish with Tweedie's denoising step."),
     run_: Optional[List[str]] = typer.Option(None, "--run", help="Any other run entry: --run time=[0,0.5]"),
     out: Path = typer.Option(None, help="Output folder (default runs/SPEC_NAME)."),
+    metrics: str = typer.Option("auto", "--metrics", help="full (exact MMD and energy, O(N²)) | fast (block "
+                                "estimates with standard errors) | none | auto (full up to 4096 samples)."),
+    threads: Optional[int] = THREADS_OPT,
 ):
     """Sample a spec against its target; write samples.npy, metrics.json and samples.png."""
 
     def body():
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+        from dfc.floors import LEVELS
         from dfc.sample import build, run as run_spec, write_outputs
 
+        level = metrics.strip().lower()
+        if level not in LEVELS:
+            raise ConfigError(f"--metrics {metrics!r} is not a metrics level; choose one of {', '.join(LEVELS)}.",
+                              None, "full: exact MMD and energy distance (O(N²)); fast: block estimates with "
+                                    "standard errors; none: no metrics; auto: full up to 4096 samples, else fast.")
         overrides = _pairs(run_, "--run")
         for key, value in (("target", target), ("fields", fields), ("steps", steps), ("solver", solver),
                            ("backend", backend), ("grid", grid), ("clock", clock), ("samples", samples),
@@ -60,10 +70,22 @@ def run(
         if denoise is not None:
             overrides["denoise"] = "true" if denoise else "false"
         compiled = build(spec, _pairs(set_, "--set"), overrides)
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        steps_total = compiled.run.steps
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
                       TimeElapsedColumn(), console=err_console, transient=True) as bar:
-            task = bar.add_task(f"sampling {compiled.name}", total=compiled.run.steps)
-            result = run_spec(compiled, progress=lambda i: bar.update(task, completed=i))
+            task = bar.add_task(f"sampling {compiled.name}", total=steps_total, detail=f"0/{steps_total}")
+            measuring = []
+
+            def sampled(i):
+                bar.update(task, completed=i, detail=f"{i}/{steps_total}")
+
+            def measured(what, fraction):  # after sampling: what is being computed, and how far
+                if not measuring:
+                    bar.update(task, visible=False)
+                    measuring.append(bar.add_task(what, total=1.0, detail=""))
+                bar.update(measuring[0], description=what, completed=fraction, detail=f"{100 * fraction:3.0f}%")
+
+            result = run_spec(compiled, progress=sampled, metrics=level, metrics_progress=measured, threads=threads)
         folder = out if out is not None else Path("runs") / compiled.name
         paths = write_outputs(result, folder)
         _summary(result, paths)
@@ -83,11 +105,32 @@ def _summary(result, paths) -> None:
     table.add_row("samples × dim", f"{m['samples']} × {m['dim']}")
     table.add_row("steps / NFE", f"{m['steps']} / {m['nfe']}")
     table.add_row("wall time", f"{m['wall_s']:.3f} s")
-    table.add_row("sliced W2 (floor)", f"{m['sliced_w2']:.4f} ({m['floor']:.4f})")
-    table.add_row("MMD (floor)", f"{m['mmd']:.4f} ({m['mmd_floor']:.4f})")
+    level = m.get("metrics_level", "full")
+    if level == "none":
+        table.add_row("metrics", "none (--metrics none)")
+    else:
+        cached = ", floor cached" if m.get("floor_cached") else ""
+        table.add_row("metrics", f"{level}, {m.get('metrics_s', 0.0):.2f} s{cached}")
+        for name, key, floor in (("sliced W2", "sliced_w2", "floor"), ("MMD", "mmd", "mmd_floor"),
+                                 ("MMD²", "mmd2", "mmd2_floor"), ("energy distance", "energy", "energy_floor"),
+                                 ("energy distance²", "energy2", "energy2_floor")):
+            if key in m:
+                table.add_row(f"{name} ± se (floor ± sd)",
+                              f"{_pm(m[key], m.get(key + '_se'))} ({_pm(m.get(floor), m.get(floor + '_sd'))})")
     out_console.print(table)
     for name, p in paths.items():
         out_console.print(f"  {name}: {p}", highlight=False)
+
+
+def _num(v) -> str:
+    if v is None:
+        return "–"
+    return f"{v:.2e}" if v != 0 and abs(v) < 1e-3 else f"{v:.4f}"
+
+
+def _pm(value, se) -> str:
+    """`value ± se`, or the value alone when it has no standard error."""
+    return _num(value) if se is None else f"{_num(value)} ± {_num(se)}"
 
 
 @app.command()
@@ -171,6 +214,7 @@ def nll(
     seed: int = typer.Option(0, help="Seed for the points, the probes and the ELBO's paths."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, ..."),
     out: Path = typer.Option(None, help="Output folder (default runs/SPEC_NAME-nll)."),
+    threads: Optional[int] = THREADS_OPT,
 ):
     """Exact log-likelihood through the flow-ODE twin, and the SDE's ELBO (MATH §3, §7)."""
 
@@ -183,6 +227,10 @@ def nll(
         compiled = build(spec, _pairs(set_, "--set"), overrides)
         if points < 2:
             raise ConfigError(f"--points {points}: score at least 2 points.")
+        from dfc.likelihood import BATCH
+        from dfc.threads import use_threads
+
+        use_threads(min(points, BATCH) * 64, threads)  # batches of points through the flow's autograd graph
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),

@@ -14,6 +14,8 @@ from dfc.errors import ConfigError, DfcError
 out_console = Console()
 err_console = Console(stderr=True)
 
+THREADS_HELP = "torch threads (default: one for small work, every core for large; see dfc/threads.py)."
+
 KEPT = "interrupted; files already written are complete, nothing was half-written."
 
 

@@ -2,17 +2,41 @@
 
 Every function takes point clouds as `(N, D)` arrays — torch tensors on any device, numpy
 arrays or nested lists — and works in float64 internally on the device of the first argument.
-A 1-D input of shape `(N,)` is read as `N` points in one dimension. Results are plain floats.
+A 1-D input of shape `(N,)` is read as `N` points in one dimension. Results are plain floats
+(a `(value, standard error)` pair of floats for `sliced_w2_se`, `mmd_block`, `energy_block`).
 
 - `sliced_w2`: sliced 2-Wasserstein distance (random projections fixed by `seed`).
+- `sliced_w2_se`: the same distance and its Monte Carlo standard error over the directions.
 - `mmd`: square root of the unbiased multi-scale RBF MMD² estimate (clipped at 0).
 - `energy_distance`: square root of the unbiased energy distance (clipped at 0).
+- `mmd_block`, `energy_block`: block estimates of MMD² and of the (squared) energy distance
+  with a standard error, in O(N · block) time instead of O(N²) (see "Block estimates").
+- `root_se`: carries a standard error of a squared distance over to the distance itself.
 - `gaussian_w2`, `gaussian_kl`: closed forms between two Gaussians.
 - `fit_gaussian`: sample mean and covariance.
 - `mode_metrics`: for mixtures, the share of modes captured and of high-quality samples.
 
 Pairwise computations are done in row blocks so that no more than about 2^26 float64 values
 are alive at once, whatever the sample sizes.
+
+Block estimates. `mmd_block(a, b, scales, block, seed)` and `energy_block(a, b, block, seed)`
+shuffle both samples (a fixed permutation drawn from `seed`), cut them into the same number B
+of blocks, B = max(ceil(N/block), ceil(M/block)) (so blocks hold at most `block` points; the
+blocks of the two samples are paired in order and their sizes stay proportional to N and M
+when N != M), compute the unbiased quadratic statistic on each block pair and average:
+the mean of B unbiased estimates is unbiased. The standard error is the standard deviation
+of the B block values divided by sqrt(B). Each block needs two points of each sample, so B
+is at most min(N, M) // 2 (blocks may then exceed `block` points). The cost is
+O((N + M) · block) kernel evaluations. When both samples fit in one block (N, M <= block)
+the result is exactly the quadratic estimate of `mmd`/`energy_distance` (squared, before
+clipping at 0: it can be slightly negative) and the standard error is NaN: one block has no
+spread to measure, and the quadratic estimate's own error is best judged by its floor (the
+spread of the statistic between independent draws of the same law, see `dfc.floors`).
+
+Standard errors of distances. `mmd_block` and `energy_block` return squared quantities; the
+distance is sqrt(max(v, 0)). `root_se(v, se)` gives its error as the half width of the
+interval [v - se, v + se] mapped through sqrt(max(., 0)): se / (2 sqrt(v)) (the delta
+method) when se << v, and about sqrt(se)/2 near v = 0, where the delta method breaks down.
 """
 
 from __future__ import annotations
@@ -28,9 +52,13 @@ from dfc.errors import DataError
 __all__ = [
     "projection_directions",
     "sliced_w2",
+    "sliced_w2_se",
     "mmd",
     "default_mmd_scales",
     "energy_distance",
+    "mmd_block",
+    "energy_block",
+    "root_se",
     "gaussian_w2",
     "gaussian_kl",
     "fit_gaussian",
@@ -146,6 +174,35 @@ def _quantiles(sorted_vals: torch.Tensor, k: int) -> torch.Tensor:
     return sorted_vals[:, idx]
 
 
+def _sort_rows(t: torch.Tensor) -> torch.Tensor:
+    """Each row of `t` sorted ascending. On the CPU numpy's sort is used: it gives the same
+    values as torch.sort, several times faster."""
+    if t.device.type == "cpu":
+        return torch.from_numpy(np.sort(t.numpy(), axis=1))
+    return torch.sort(t, dim=1).values
+
+
+def _sliced_w2_chunks(a: Any, b: Any, n_proj: int, seed: int, func: str):
+    """Yield the 1-D W2² of each projection direction, a chunk of directions at a time."""
+    ta, tb = _as_pair(a, b, func)
+    if int(n_proj) < 1:
+        raise DataError(f"{func}: n_proj={n_proj} must be at least 1; pass a positive count.")
+    n, m, d = ta.shape[0], tb.shape[0], ta.shape[1]
+    k = max(n, m)
+    theta = projection_directions(d, n_proj, seed, device=ta.device)
+    # Centre both clouds by the same vector: the distance is unchanged, the rounding smaller.
+    centre = 0.5 * (ta.mean(dim=0) + tb.mean(dim=0))
+    ta = ta - centre
+    tb = tb - centre
+    chunk = max(1, _BLOCK_ELEMENTS // k)
+    for p0 in range(0, theta.shape[0], chunk):
+        th = theta[p0 : p0 + chunk]  # (p, D); projections laid out (p, N) to sort rows
+        pa = _sort_rows(th @ ta.T)
+        pb = _sort_rows(th @ tb.T)
+        diff = _quantiles(pa, k) - _quantiles(pb, k)
+        yield (diff * diff).mean(dim=1)
+
+
 def sliced_w2(a: Any, b: Any, n_proj: int = 256, seed: int = 0) -> float:
     """Sliced 2-Wasserstein distance between point clouds `a` (N, D) and `b` (M, D).
 
@@ -156,25 +213,33 @@ def sliced_w2(a: Any, b: Any, n_proj: int = 256, seed: int = 0) -> float:
     (N != M; exact when K is a multiple of min(N, M)). The result is
     sqrt(mean over directions of W2²).
     """
-    ta, tb = _as_pair(a, b, "sliced_w2")
-    if int(n_proj) < 1:
-        raise DataError(f"sliced_w2: n_proj={n_proj} must be at least 1; pass a positive count.")
-    n, m, d = ta.shape[0], tb.shape[0], ta.shape[1]
-    k = max(n, m)
-    theta = projection_directions(d, n_proj, seed, device=ta.device)
-    # Centre both clouds by the same vector: the distance is unchanged, the rounding smaller.
-    centre = 0.5 * (ta.mean(dim=0) + tb.mean(dim=0))
-    ta = ta - centre
-    tb = tb - centre
-    chunk = max(1, _BLOCK_ELEMENTS // k)
     total = 0.0
-    for p0 in range(0, theta.shape[0], chunk):
-        th = theta[p0 : p0 + chunk]  # (p, D); projections laid out (p, N) to sort rows
-        pa = torch.sort(th @ ta.T, dim=1).values
-        pb = torch.sort(th @ tb.T, dim=1).values
-        diff = _quantiles(pa, k) - _quantiles(pb, k)
-        total += float((diff * diff).mean(dim=1).sum())
-    return math.sqrt(max(total / theta.shape[0], 0.0))
+    for w in _sliced_w2_chunks(a, b, n_proj, seed, "sliced_w2"):
+        total += float(w.sum())
+    return math.sqrt(max(total / int(n_proj), 0.0))
+
+
+def sliced_w2_se(a: Any, b: Any, n_proj: int = 256, seed: int = 0) -> tuple[float, float]:
+    """`(sliced_w2(a, b, n_proj, seed), se)`: the distance and its Monte Carlo standard error
+    over the random directions.
+
+    With w_k the 1-D W2² along direction k (k = 1..P), the distance is sqrt(w̄) and
+    se = sd(w) / (sqrt(P) · 2 sqrt(w̄)) (the delta method; 0 when w̄ = 0). It measures how
+    much the value would move with another set of directions, not the sampling error of the
+    two clouds themselves (that is what a floor measures). Needs n_proj >= 2 for an error
+    (with one direction se is NaN)."""
+    parts = list(_sliced_w2_chunks(a, b, n_proj, seed, "sliced_w2_se"))
+    total = 0.0
+    for w in parts:
+        total += float(w.sum())
+    p = int(n_proj)
+    mean = max(total / p, 0.0)
+    value = math.sqrt(mean)
+    if p < 2:
+        return value, math.nan
+    w = torch.cat(parts)
+    se_mean = float(w.std()) / math.sqrt(p)
+    return value, (se_mean / (2.0 * value) if value > 0.0 else 0.0)
 
 
 # --------------------------------------------------------------------------- pairwise sums
@@ -259,6 +324,49 @@ def _rbf_sum(bandwidths: Sequence[float]):
     return fn
 
 
+def _bandwidths(ta: torch.Tensor, tb: torch.Tensor, scales: Sequence[float] | None, func: str) -> list[float]:
+    if scales is None:
+        return default_mmd_scales(ta, tb)
+    try:
+        bw = [float(s) for s in scales]
+    except (TypeError, ValueError):
+        raise DataError(
+            f"{func}: `scales` must be a list of positive bandwidths; pass e.g. [0.5, 1.0, 2.0] "
+            "or leave it out for the median heuristic."
+        ) from None
+    if not bw or not all(math.isfinite(s) and s > 0.0 for s in bw):
+        raise DataError(
+            f"{func}: `scales` = {bw} must be a non-empty list of positive finite bandwidths; "
+            "fix the values or leave `scales` out for the median heuristic."
+        )
+    return bw
+
+
+def _centred(ta: torch.Tensor, tb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both clouds shifted by their pooled mean (distances unchanged, rounding smaller)."""
+    centre = torch.cat([ta, tb], dim=0).mean(dim=0)
+    return ta - centre, tb - centre
+
+
+def _mmd2_u(ta: torch.Tensor, tb: torch.Tensor, kernel) -> float:
+    """Unbiased MMD² of two (centred) clouds of at least 2 points each."""
+    n, m = ta.shape[0], tb.shape[0]
+    kxx = _pair_sum(ta, ta, kernel, same=True) / (n * (n - 1))
+    kyy = _pair_sum(tb, tb, kernel, same=True) / (m * (m - 1))
+    kxy = _pair_sum(ta, tb, kernel, same=False) / (n * m)
+    return kxx + kyy - 2.0 * kxy
+
+
+def _energy2_u(ta: torch.Tensor, tb: torch.Tensor) -> float:
+    """Unbiased squared energy distance 2 E|X - Y| - E|X - X'| - E|Y - Y'| of two (centred)
+    clouds of at least 2 points each."""
+    n, m = ta.shape[0], tb.shape[0]
+    exy = _pair_sum(ta, tb, torch.sqrt, same=False) / (n * m)
+    exx = _pair_sum(ta, ta, torch.sqrt, same=True) / (n * (n - 1))
+    eyy = _pair_sum(tb, tb, torch.sqrt, same=True) / (m * (m - 1))
+    return 2.0 * exy - exx - eyy
+
+
 def mmd(a: Any, b: Any, scales: Sequence[float] | None = None) -> float:
     """Multi-scale RBF maximum mean discrepancy between `a` (N, D) and `b` (M, D).
 
@@ -267,31 +375,9 @@ def mmd(a: Any, b: Any, scales: Sequence[float] | None = None) -> float:
     unbiased estimate (within-sample means leave out the i == j pairs). Needs N, M >= 2.
     """
     ta, tb = _as_pair(a, b, "mmd", min_points=2)
-    if scales is None:
-        bw = default_mmd_scales(ta, tb)
-    else:
-        try:
-            bw = [float(s) for s in scales]
-        except (TypeError, ValueError):
-            raise DataError(
-                "mmd: `scales` must be a list of positive bandwidths; pass e.g. [0.5, 1.0, 2.0] "
-                "or leave it out for the median heuristic."
-            ) from None
-        if not bw or not all(math.isfinite(s) and s > 0.0 for s in bw):
-            raise DataError(
-                f"mmd: `scales` = {bw} must be a non-empty list of positive finite bandwidths; "
-                "fix the values or leave `scales` out for the median heuristic."
-            )
-    kernel = _rbf_sum(bw)
-
-    centre = torch.cat([ta, tb], dim=0).mean(dim=0)
-    ta = ta - centre
-    tb = tb - centre
-    n, m = ta.shape[0], tb.shape[0]
-    kxx = _pair_sum(ta, ta, kernel, same=True) / (n * (n - 1))
-    kyy = _pair_sum(tb, tb, kernel, same=True) / (m * (m - 1))
-    kxy = _pair_sum(ta, tb, kernel, same=False) / (n * m)
-    return math.sqrt(max(kxx + kyy - 2.0 * kxy, 0.0))
+    kernel = _rbf_sum(_bandwidths(ta, tb, scales, "mmd"))
+    ta, tb = _centred(ta, tb)
+    return math.sqrt(max(_mmd2_u(ta, tb, kernel), 0.0))
 
 
 def energy_distance(a: Any, b: Any) -> float:
@@ -299,14 +385,86 @@ def energy_distance(a: Any, b: Any) -> float:
     sqrt(max(2 E|X - Y| - E|X - X'| - E|Y - Y'|, 0)), with the within-sample means taken
     over pairs i != j (unbiased). Needs N, M >= 2."""
     ta, tb = _as_pair(a, b, "energy_distance", min_points=2)
-    centre = torch.cat([ta, tb], dim=0).mean(dim=0)
-    ta = ta - centre
-    tb = tb - centre
-    n, m = ta.shape[0], tb.shape[0]
-    exy = _pair_sum(ta, tb, torch.sqrt, same=False) / (n * m)
-    exx = _pair_sum(ta, ta, torch.sqrt, same=True) / (n * (n - 1))
-    eyy = _pair_sum(tb, tb, torch.sqrt, same=True) / (m * (m - 1))
-    return math.sqrt(max(2.0 * exy - exx - eyy, 0.0))
+    ta, tb = _centred(ta, tb)
+    return math.sqrt(max(_energy2_u(ta, tb), 0.0))
+
+
+# --------------------------------------------------------------------------- block estimates
+
+
+def _check_block(block: Any, func: str) -> int:
+    try:
+        size = int(block)
+    except (TypeError, ValueError):
+        size = 0
+    if size < 2 or size != block:
+        raise DataError(
+            f"{func}: block={block!r} must be a whole number of at least 2 points; pass e.g. 1024."
+        )
+    return size
+
+
+def _blocks(n: int, m: int, block: int, seed: int, device: torch.device):
+    """Index blocks of the two shuffled samples, paired in order (module doc, Block estimates)."""
+    nb = max(math.ceil(n / block), math.ceil(m / block))
+    nb = max(1, min(nb, n // 2, m // 2))
+    if nb == 1:
+        return None
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(int(seed))
+    pa = torch.randperm(n, generator=gen).to(device)
+    pb = torch.randperm(m, generator=gen).to(device)
+    return list(zip(torch.tensor_split(pa, nb), torch.tensor_split(pb, nb)))
+
+
+def _block_estimate(ta: torch.Tensor, tb: torch.Tensor, stat, block: int, seed: int) -> tuple[float, float]:
+    pairs = _blocks(ta.shape[0], tb.shape[0], block, seed, ta.device)
+    if pairs is None:
+        return stat(ta, tb), math.nan
+    vals = np.array([stat(ta[ia], tb[ib]) for ia, ib in pairs])
+    return float(vals.mean()), float(vals.std(ddof=1) / math.sqrt(len(vals)))
+
+
+def mmd_block(
+    a: Any, b: Any, scales: Sequence[float] | None = None, block: int = 1024, seed: int = 0
+) -> tuple[float, float]:
+    """Block estimate `(MMD², se)` of the multi-scale RBF MMD² of `mmd` between `a` (N, D) and
+    `b` (M, D), in O((N + M) · block) time (module doc, Block estimates).
+
+    The bandwidths are `scales`, default `default_mmd_scales(a, b)` of the whole samples (the
+    same kernel `mmd` uses). MMD² is not clipped at 0; the distance is sqrt(max(MMD², 0)),
+    and `root_se(MMD², se)` its error. When N, M <= `block` this is exactly `mmd(a, b)`²
+    (before clipping) with se = NaN. Needs N, M >= 2."""
+    ta, tb = _as_pair(a, b, "mmd_block", min_points=2)
+    size = _check_block(block, "mmd_block")
+    kernel = _rbf_sum(_bandwidths(ta, tb, scales, "mmd_block"))
+    ta, tb = _centred(ta, tb)
+    return _block_estimate(ta, tb, lambda x, y: _mmd2_u(x, y, kernel), size, seed)
+
+
+def energy_block(a: Any, b: Any, block: int = 1024, seed: int = 0) -> tuple[float, float]:
+    """Block estimate `(E², se)` of the squared energy distance
+    E² = 2 E|X - Y| - E|X - X'| - E|Y - Y'| between `a` (N, D) and `b` (M, D), in
+    O((N + M) · block) time (module doc, Block estimates). E² is not clipped at 0;
+    `energy_distance` is sqrt(max(E², 0)) and `root_se(E², se)` its error. When N, M <=
+    `block` this is exactly `energy_distance(a, b)`² (before clipping) with se = NaN.
+    Needs N, M >= 2."""
+    ta, tb = _as_pair(a, b, "energy_block", min_points=2)
+    size = _check_block(block, "energy_block")
+    ta, tb = _centred(ta, tb)
+    return _block_estimate(ta, tb, _energy2_u, size, seed)
+
+
+def root_se(value: float, se: float) -> float:
+    """Standard error of sqrt(max(value, 0)) given the standard error `se` of `value` (a
+    squared distance): half the width of [value - se, value + se] mapped through
+    sqrt(max(., 0)). It is the delta method's se / (2 sqrt(value)) when se << value, and
+    stays finite (about sqrt(se)/2) near value = 0. NaN when `se` is NaN."""
+    value, se = float(value), float(se)
+    if not (math.isfinite(value) and math.isfinite(se)):
+        return math.nan
+    se = abs(se)
+    return 0.5 * (math.sqrt(max(value + se, 0.0)) - math.sqrt(max(value - se, 0.0)))
 
 
 # --------------------------------------------------------------------------- Gaussians

@@ -165,38 +165,77 @@ def simulate(spec: CompiledSpec, target, n: int | None = None, progress=None, x0
     return x, {"wall_s": wall, "nfe": drift.nfe, "steps": cfg.steps, "estimator_s": drift.estimator_s}
 
 
-FLOOR_DRAWS = 4  # independent target draws averaged for the floor
+FLOOR_DRAWS = 4  # independent target draws for the floor (its mean and spread)
 
 
-def evaluate(spec: CompiledSpec, target, samples: torch.Tensor) -> dict:
-    """Sliced W2 and MMD to fresh target samples, and their floor: the same metric between further
-    independent target draws of the same size and that reference (mean of FLOOR_DRAWS draws)."""
-    from dfc.metrics import mmd, sliced_w2
+def evaluate(spec: CompiledSpec, target, samples: torch.Tensor, metrics: str = "auto", progress=None) -> dict:
+    """The samples' distance to a fresh target draw (the reference), and its floor: the same
+    metric between FLOOR_DRAWS further independent target draws of the same size and that
+    reference (mean `floor`, spread `floor_sd`; `mmd_floor`, `mmd_floor_sd`, ... likewise).
+
+    `metrics` is the level (dfc.floors): "full" (sliced W2, exact MMD and energy distance),
+    "fast" (sliced W2, block MMD and energy with standard errors), "none", or "auto" (full up
+    to dfc.floors.FULL_MAX samples, fast above). Every metric comes with its standard error
+    (`sliced_w2_se`, `mmd2_se`, `mmd_se`, ...; None where it has none). The floor depends only
+    on the target, N, the seed and the level: it is cached on disk (dfc.floors) and reused.
+    `progress(description, fraction)` is called before each metric and at the end (1.0).
+    The cost figures `metrics_s`, `floor_s` (0 when cached) and `floor_cached` are included."""
+    from dfc import floors
 
     cfg = spec.run
     n = samples.shape[0]
+    level = floors.resolve_level(metrics, n)
+    start = time.perf_counter()
+    out: dict = {"metrics_level": level}
+    if level == "none":
+        return {**out, "metrics_s": 0.0, "floor_s": 0.0, "floor_cached": False}
     gen = generator_for(cfg.device, cfg.seed + 1_000_003)
     ref = target.sample(n, gen)
-    others = [target.sample(n, gen) for _ in range(FLOOR_DRAWS)]
     # compare in data space: x_T is scaled by u(T)
     data = samples if cfg.denoise else samples * spec.at("u", spec.t1)
-    return {
-        "sliced_w2": sliced_w2(data, ref),
-        "floor": float(np.mean([sliced_w2(o, ref) for o in others])),
-        "mmd": mmd(data, ref),
-        "mmd_floor": float(np.mean([mmd(o, ref) for o in others])),
-    }
+    key = floors.floor_key(ref, n, cfg.seed, level, FLOOR_DRAWS)
+    floor = floors.load_floor(key)
+    total = 3 * (1 + (FLOOR_DRAWS if floor is None else 0))
+    done = [0]
+
+    def tick(what: str) -> None:
+        if progress is not None:
+            progress(f"{level} metrics: {what}", done[0] / total)
+        done[0] += 1
+
+    out.update(floors.measure(data, ref, level, tick))
+    floor_start = time.perf_counter()
+    cached = floor is not None
+    if not cached:
+        floor = floors.compute_floor(target, ref, gen, FLOOR_DRAWS, level, tick)
+        floors.store_floor(key, floor)
+    out.update(floor)
+    out.update(floor_s=0.0 if cached else time.perf_counter() - floor_start, floor_cached=cached,
+               metrics_s=time.perf_counter() - start)
+    if progress is not None:
+        progress(f"{level} metrics: done", 1.0)
+    # no standard error (NaN) is None: metrics.json holds finite numbers only
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
 
 
-def run(spec: CompiledSpec, progress=None) -> RunResult:
+def run(spec: CompiledSpec, progress=None, metrics: str = "auto", metrics_progress=None,
+        threads: int | None = None) -> RunResult:
+    """Sample the spec (`progress(step)` after each step), then evaluate the samples at the
+    `metrics` level (`metrics_progress(description, fraction)`, see `evaluate`). `threads`: torch's
+    thread count (None: chosen by the size of the particle batch, dfc.threads)."""
+    from dfc import floors
+    from dfc.threads import use_threads
+
+    floors.resolve_level(metrics, 0)  # a bad level fails before sampling
     target = make_run_target(spec)
     if target.dim < 1:
         raise ConfigError("the target has no dimensions.")
+    use_threads(spec.run.samples * target.dim, threads)
     x, cost = simulate(spec, target, progress=progress)
-    metrics = {"spec": spec.name, **cost, **evaluate(spec, target, x), "samples": int(x.shape[0]),
-               "dim": int(x.shape[1]), "seed": spec.run.seed, "run": spec.run.describe(),
-               "params": {str(k): v for k, v in spec.params.items()}}
-    return RunResult(spec, x, metrics, target)
+    record = {"spec": spec.name, **cost, **evaluate(spec, target, x, metrics, metrics_progress),
+              "samples": int(x.shape[0]), "dim": int(x.shape[1]), "seed": spec.run.seed,
+              "run": spec.run.describe(), "params": {str(k): v for k, v in spec.params.items()}}
+    return RunResult(spec, x, record, target)
 
 
 def write_outputs(result: RunResult, out: str | Path) -> dict[str, Path]:
@@ -214,8 +253,9 @@ def write_outputs(result: RunResult, out: str | Path) -> dict[str, Path]:
         log_density = lambda pts: t64.log_prob(torch.as_tensor(pts, dtype=torch.float64), 0.0).numpy()  # noqa: E731
         lo, hi = target.bounds()
         bounds = ((lo[0], hi[0]), (lo[1], hi[1]))
-    title = f"{result.spec.name} on {result.spec.run.describe()['target']}: sliced W2 " \
-            f"{result.metrics['sliced_w2']:.3f} (floor {result.metrics['floor']:.3f}), NFE {result.metrics['nfe']}"
+    m = result.metrics
+    quality = f"sliced W2 {m['sliced_w2']:.3f} (floor {m['floor']:.3f}), " if "sliced_w2" in m else ""
+    title = f"{result.spec.name} on {result.spec.run.describe()['target']}: {quality}NFE {m['nfe']}"
     fig = scatter_over_density(x, log_density, bounds, title)
     atomic_save_npy(paths["samples"], x.astype(np.float32))
     atomic_write_json(paths["metrics"], result.metrics)

@@ -19,9 +19,10 @@ import torch
 import typer
 from rich.table import Table
 
-from dfc.clikit import err_console, guard, out_console
+from dfc.clikit import THREADS_HELP, err_console, guard, out_console
 from dfc.clikit import pairs as _pairs
 from dfc.errors import ConfigError
+from dfc.threads import use_threads
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Learn fields from data: score networks, discriminator stacks (Alg. 2), GAN generators (Alg. 1).")
@@ -32,6 +33,7 @@ POINTS_OPT = typer.Option(20000, help="Training points drawn from a 2-D set's la
 SEED_OPT = typer.Option(0, help="Seed (same seed, same weights; --resume reaches them too).")
 DEVICE_OPT = typer.Option("cpu", help="cpu, cuda, cuda:1, ...")
 RESUME_OPT = typer.Option(False, "--resume", help="Continue the interrupted run whose checkpoint is in --out.")
+THREADS_OPT = typer.Option(None, "--threads", help=THREADS_HELP)
 
 
 def _guard(fn):
@@ -188,6 +190,7 @@ def score_cmd(
     preview: int = typer.Option(2000, help="Samples of the reverse VE SDE on the learned score for the first look "
                                            "(0: none)."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default runs/score-NAME)."),
+    threads: Optional[int] = THREADS_OPT,
 ):
     """Denoising score matching with EDM preconditioning: OUT/score.safetensors, loss.png, train.json."""
 
@@ -199,6 +202,7 @@ def score_cmd(
         cfg = ScoreConfig(steps=steps, batch=batch, lr=lr, hidden=hidden, depth=depth, ema=ema, seed=seed,
                           save_every=save_every)
         cfg.check()
+        use_threads(batch * hidden, threads)
         folder = Path(out) if out is not None else Path("runs") / f"score-{info['name']}"
         with progress_bar(f"score on {info['name']}", steps) as update:
             log = train_score(x, info, folder, cfg, resume=resume, device=_device(device), progress=update)
@@ -253,6 +257,7 @@ def disc_cmd(
     device: str = DEVICE_OPT,
     samples: int = typer.Option(4000, help="Samples of Algorithm 3 for the first look (0: none)."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default runs/disc-SPEC-NAME)."),
+    threads: Optional[int] = THREADS_OPT,
 ):
     """Algorithm 2: a time-indexed discriminator stack on a spec's grid; OUT/stack.safetensors."""
 
@@ -273,6 +278,7 @@ def disc_cmd(
         cfg = DiscConfig(variant=variant, iters=iters, batch=batch, lr=lr, hidden=hidden, depth=depth,
                          weight_decay=weight_decay, warm_start=warm_start, particles=particles, seed=seed)
         cfg.check()
+        use_threads(max(batch * hidden, particles * info["dim"]), threads)
         exact = law(info["name"]) if not info.get("file") else None
         if exact is None:
             exact = DataSet(x, name=info["name"])  # the ideal denoiser of the training points
@@ -342,6 +348,7 @@ def gan_cmd(
     device: str = DEVICE_OPT,
     samples: int = typer.Option(4000, help="Generator samples for the first look."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default runs/gan-SPEC-NAME)."),
+    threads: Optional[int] = THREADS_OPT,
 ):
     """Algorithm 1: a generator regressed onto particles moved by x' = x + η β ∇d; OUT/gan.safetensors."""
 
@@ -355,6 +362,7 @@ def gan_cmd(
         cfg = GanConfig(iters=iters, batch=batch, d_steps=d_steps, eta=eta, lr_g=lr_g, lr_d=lr_d, hidden=hidden,
                         depth=depth, latent=latent, seed=seed, save_every=save_every)
         cfg.check()
+        use_threads(batch * hidden, threads)
         folder = Path(out) if out is not None else Path("runs") / f"gan-{compiled.name}-{info['name']}"
         with progress_bar(f"Alg. 1 on {compiled.name}", iters) as update:
             log = train_gan(compiled, x, info, folder, cfg, resume=resume, device=device, progress=update)

@@ -266,3 +266,110 @@ def test_mode_metrics_bad_input():
         mode_metrics(randn(10, 2), randn(3, 3), 1.0)
     with pytest.raises(DataError, match="stds"):
         mode_metrics(randn(10, 2), randn(3, 2), 0.0)
+
+
+# --------------------------------------------------------------------------- block estimates, standard errors
+
+from dfc.metrics import energy_block, mmd_block, root_se, sliced_w2_se  # noqa: E402
+
+
+def _pair(n, m, seed, law):
+    """Two samples of the same law ("same"), of shifted laws ("shift") or of scaled ones ("scale")."""
+    a = randn(n, 2, seed=seed)
+    b = randn(m, 2, seed=seed + 1000)
+    if law == "shift":
+        b = b + torch.tensor([0.3, -0.1], dtype=torch.float64)
+    elif law == "scale":
+        b = 1.25 * b
+    return a, b
+
+
+@pytest.mark.parametrize("n, m, block, law, seed", [
+    (6000, 6000, 1000, "same", 0),
+    (6000, 6000, 1000, "shift", 1),
+    (3000, 4500, 500, "scale", 2),
+])
+def test_block_mmd2_agrees_with_the_quadratic_estimate_within_three_standard_errors(n, m, block, law, seed):
+    a, b = _pair(n, m, seed, law)
+    exact = mmd(a, b) ** 2 if law != "same" else None
+    est, se = mmd_block(a, b, block=block, seed=seed)
+    assert math.isfinite(se) and se > 0
+    if exact is None:  # equal laws: the quadratic value may be < 0, which mmd() clips; use the unclipped one
+        exact, _ = mmd_block(a, b, block=max(n, m))
+    assert abs(est - exact) < 3 * se, (est, exact, se)
+    if law != "same":  # and the difference is resolved: far more than 3 standard errors from 0
+        assert est > 3 * se
+
+
+@pytest.mark.parametrize("n, m, block, law, seed", [
+    (6000, 6000, 1000, "same", 3),
+    (6000, 6000, 1000, "shift", 4),
+    (3000, 4500, 500, "scale", 5),
+])
+def test_block_energy_agrees_with_the_quadratic_estimate_within_three_standard_errors(n, m, block, law, seed):
+    a, b = _pair(n, m, seed, law)
+    exact, no_se = energy_block(a, b, block=max(n, m))  # one block: the quadratic estimate, unclipped
+    assert math.isnan(no_se)
+    assert math.sqrt(max(exact, 0.0)) == energy_distance(a, b)
+    est, se = energy_block(a, b, block=block, seed=seed)
+    assert math.isfinite(se) and se > 0
+    assert abs(est - exact) < 3 * se, (est, exact, se)
+    if law != "same":
+        assert est > 3 * se
+
+
+@pytest.mark.parametrize("law", ["same", "shift"])
+def test_block_standard_errors_match_the_spread_over_redraws(law):
+    # 30 independent redraws: the empirical std of each estimate against the mean reported SE.
+    mmds, energies = [], []
+    for r in range(30):
+        a, b = _pair(1200, 1200, 100 + r, law)
+        mmds.append(mmd_block(a, b, scales=[0.5, 1.0, 2.0], block=120, seed=r))
+        energies.append(energy_block(a, b, block=120, seed=r))
+    for got in (mmds, energies):
+        values = np.array([v for v, _ in got])
+        ses = np.array([s for _, s in got])
+        ratio = values.std(ddof=1) / ses.mean()
+        assert 1 / 1.5 < ratio < 1.5, ratio
+
+
+def test_one_block_is_exactly_the_quadratic_estimate_and_blocks_pair_proportionally():
+    a, b = _pair(300, 200, 7, "shift")
+    m2, se = mmd_block(a, b)  # 300, 200 <= 1024: one block
+    assert math.isnan(se) and math.sqrt(max(m2, 0.0)) == mmd(a, b)
+    e2, se = energy_block(a, b, block=300)
+    assert math.isnan(se) and math.sqrt(max(e2, 0.0)) == energy_distance(a, b)
+    pairs = metrics._blocks(1000, 250, 100, seed=0, device=torch.device("cpu"))
+    assert len(pairs) == 10
+    assert {len(i) for i, _ in pairs} == {100} and {len(j) for _, j in pairs} == {25}
+    assert sorted(torch.cat([i for i, _ in pairs]).tolist()) == list(range(1000))  # a partition of each sample
+    assert sorted(torch.cat([j for _, j in pairs]).tolist()) == list(range(250))
+    # a tiny second sample caps the count: every block keeps two of its points
+    assert len(metrics._blocks(1000, 6, 100, seed=0, device=torch.device("cpu"))) == 3
+    # seeded: the same seed gives the same value, another seed another split
+    a, b = _pair(700, 700, 8, "shift")
+    assert mmd_block(a, b, block=100, seed=3) == mmd_block(a, b, block=100, seed=3)
+    assert mmd_block(a, b, block=100, seed=3) != mmd_block(a, b, block=100, seed=4)
+    with pytest.raises(DataError, match="block"):
+        mmd_block(a, b, block=1)
+    with pytest.raises(DataError, match="block"):
+        energy_block(a, b, block=2.5)
+
+
+def test_root_se_is_the_delta_method_away_from_zero_and_finite_at_zero():
+    assert root_se(4.0, 1e-4) == pytest.approx(1e-4 / (2 * 2.0), rel=1e-6)
+    assert root_se(0.0, 1e-4) == pytest.approx(0.5 * math.sqrt(1e-4))
+    assert root_se(-1e-3, 1e-4) == 0.0  # the whole interval is below 0
+    assert math.isnan(root_se(1.0, math.nan))
+
+
+def test_sliced_w2_se_is_the_spread_over_direction_sets():
+    a = randn(500, 3, seed=30)
+    b = randn(400, 3, seed=31) * torch.tensor([1.0, 1.6, 0.7], dtype=torch.float64) + 0.2
+    value, se = sliced_w2_se(a, b, n_proj=64, seed=0)
+    assert value == sliced_w2(a, b, n_proj=64, seed=0)  # the same number, bit for bit
+    assert 0 < se < 0.2 * value
+    others = np.array([sliced_w2(a, b, n_proj=64, seed=s) for s in range(1, 41)])
+    assert 1 / 1.5 < others.std(ddof=1) / se < 1.5
+    assert sliced_w2_se(a, a) == (0.0, 0.0)
+    assert math.isnan(sliced_w2_se(a, b, n_proj=1)[1])
