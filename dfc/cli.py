@@ -22,6 +22,20 @@ from dfc.train_cli import app as train_app
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="dfc: compile, run, check and benchmark points of the DiffFlow spectrum.")
 
+def _print_version(value: bool) -> None:
+    if value:
+        from dfc import __version__
+
+        out_console.print(f"dfc {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                          help="Print dfc's version and exit.")):
+    """dfc: compile, run, check and benchmark points of the DiffFlow spectrum."""
+
+
 SPEC_ARG = typer.Argument(..., help="A .dfs or .yaml spec file, or a preset name (e.g. ve_sde).")
 SET_OPT = typer.Option(None, "--set", help="Override a param: --set kappa=0.5 (repeatable).")
 THREADS_OPT = typer.Option(None, "--threads", help=THREADS_HELP)
