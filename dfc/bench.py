@@ -110,7 +110,10 @@ def check_suite(suite: dict, where: str = "suite") -> dict:
         raise ConfigError(f"{where}: NFE budgets are at least 1 and samples at least 2.")
     bad = [p for p in suite["peers"] if p not in PEERS]
     if bad:
-        raise ConfigError(f"{where}: unknown peer {bad[0]!r}.", None, f"Peers: {', '.join(PEERS)}.")
+        from dfc.spec import did_you_mean
+
+        raise ConfigError(f"{where}: unknown peer {bad[0]!r}.", None,
+                          " ".join(filter(None, [did_you_mean(bad[0], PEERS), f"Peers: {', '.join(PEERS)}."])))
     for t in set(suite["targets"]) | set(suite["nll_targets"]):
         make_target(t)  # raises a ConfigError naming the target
     for s in suite["specs"]:
@@ -186,6 +189,31 @@ def parse_sweeps(items: list[str], fixed: dict[str, str] | None = None) -> list[
             raise ConfigError(f"--sweep {item!r} is not NAME=V1,V2,...", None, "Write e.g. --sweep kappa=0,0.5,1.")
         axes.append(values)
     return [tuple(c) for c in itertools.product(*axes)] if axes else [()]
+
+
+def check_sweeps(spec: str, sweeps: list[tuple]) -> None:
+    """Before any cell runs: every NAME of a sweep (or --set) is a param of `spec` or a run entry, and
+    every combination compiles (a bad value fails here, once, rather than in every cell)."""
+    from dfc.compiler import compile_spec
+    from dfc.runconfig import KEYS
+    from dfc.spec import did_you_mean, load_spec
+
+    ir = load_spec(spec)
+    params = [p.name for p in ir.params]
+    for combo in sweeps:
+        for k, v in combo:
+            if k not in params and k not in KEYS:
+                raise ConfigError(f"--sweep/--set {k}={v}: spec {ir.name!r} has no param or run entry {k!r}.", None,
+                                  " ".join(filter(None, [did_you_mean(k, params + list(KEYS)),
+                                                         f"Params: {', '.join(params) or 'none'}; run entries: "
+                                                         f"{', '.join(KEYS)}."])))
+    for combo in sweeps:
+        try:
+            compile_spec(ir, {k: str(v) for k, v in combo if k not in KEYS},
+                         {k: str(v) for k, v in combo if k in KEYS})
+        except DfcError as exc:
+            where = " ".join(f"{k}={v}" for k, v in combo)
+            raise type(exc)(f"--sweep/--set {where}: {exc.message}", exc.span, exc.hint) from None
 
 
 # ---------------------------------------------------------------------------------------

@@ -305,6 +305,8 @@ def bench(
         if spec is not None:
             from dfc.sample import build
 
+            b.check_sweeps(spec, sweeps)
+
             try:
                 budgets = [int(v) for v in nfe.split(",")]
                 seed_list = [int(v) for v in seeds.split(",")]

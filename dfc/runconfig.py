@@ -79,7 +79,10 @@ def _number(key, value, span, kind=float, lo=None, strict=False):
 
 def _choice(key, value, options, span):
     if not isinstance(value, str) or value not in options:
-        raise _err(key, f"`{key}` must be one of {', '.join(options)}; got {run_text(value)}.", span)
+        from dfc.spec import did_you_mean
+
+        hint = did_you_mean(value, options) if isinstance(value, str) else None
+        raise _err(key, f"`{key}` must be one of {', '.join(options)}; got {run_text(value)}.", span, hint)
     return value
 
 
@@ -185,7 +188,10 @@ def apply_entry(cfg: RunConfig, key: str, value, span: Span | None) -> RunConfig
         if not isinstance(value, bool):
             raise _err(key, "`denoise` is true or false.", span)
         return replace(cfg, denoise=value)
-    raise _err(key, f"unknown run entry `{key}`.", span, f"Entries: {', '.join(KEYS)}.")
+    from dfc.spec import did_you_mean
+
+    raise _err(key, f"unknown run entry `{key}`.", span,
+               " ".join(filter(None, [did_you_mean(key, KEYS), f"Entries: {', '.join(KEYS)}."])))
 
 
 def _override(key: str, given):

@@ -45,11 +45,15 @@ def make_run_target(spec: CompiledSpec, dtype=DTYPE):
             target = make_target(cfg.target, dict(cfg.target_options), base_dir=base)
     except ConfigError as exc:
         if exc.message.startswith("unknown target"):
+            from dfc.data import CURVES
+            from dfc.spec import did_you_mean
+            from dfc.targets import TARGETS
+
             exc = ConfigError(exc.message.rstrip(".") + "; or a data set moons, swissroll, circles, digits.",
-                              exc.span, exc.hint)
+                              exc.span, did_you_mean(cfg.target, TARGETS + CURVES + ("digits",)))
         if exc.span is None and cfg.spans.get("target") is not None:
             raise ConfigError(exc.message, cfg.spans["target"], exc.hint) from None
-        raise
+        raise exc from None  # the amended error (a bare `raise` would re-raise the original)
     return target.to(device=cfg.device, dtype=dtype)
 
 

@@ -115,7 +115,7 @@ def find_spec(name_or_path: str, near: Path | None = None, span: Span | None = N
                 return cand
     known = sorted(q.stem for q in preset_dir().glob("*.dfs"))
     raise SpecNameError(f"no spec named {name_or_path!r} (looked beside the spec and among the presets).", span,
-                        f"Presets: {', '.join(known)}.")
+                        " ".join(filter(None, [did_you_mean(name_or_path, known), f"Presets: {', '.join(known)}."])))
 
 
 # ---------------------------------------------------------------------------------------
