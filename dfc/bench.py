@@ -40,9 +40,42 @@ import yaml
 
 from dfc.errors import ConfigError, DfcError, NumericalError
 
-ROOT = Path(__file__).resolve().parent.parent
-SUITES = ROOT / "benchmarks" / "suites"
-RESULTS = ROOT / "benchmarks" / "results"
+ROOT = Path(__file__).resolve().parent.parent  # the source tree, when dfc runs from one
+
+
+def _suites_dir() -> Path:
+    """The suites shipped as package data (dfc.suites, from benchmarks/suites/ of the source tree)."""
+    from importlib import resources
+
+    try:
+        return Path(str(resources.files("dfc.suites")))
+    except ModuleNotFoundError:  # an editable install made before dfc.suites existed
+        return ROOT / "benchmarks" / "suites"
+
+
+SUITES = _suites_dir()
+RESULTS = ROOT / "benchmarks" / "results"  # the source tree's results folder
+OUT_DEFAULT = "bench-results"  # outside the source tree: ./bench-results
+
+
+def in_source_tree(cwd: Path | None = None) -> bool:
+    """Whether the current directory is inside dfc's own source tree (benchmarks/ beside the package)."""
+    cwd = (cwd or Path.cwd()).resolve()
+    tree = (ROOT / "pyproject.toml").exists() and (ROOT / "benchmarks" / "suites").is_dir()
+    return tree and (cwd == ROOT or ROOT in cwd.parents)
+
+
+def results_dir(out: Path | None = None) -> Path:
+    """Where `dfc bench` keeps its cache and results: `out`, else benchmarks/results/ inside the source
+    tree, else ./bench-results in the current directory."""
+    if out is not None:
+        return Path(out)
+    return RESULTS if in_source_tree() else Path.cwd() / OUT_DEFAULT
+
+
+def results_md(results: Path) -> Path:
+    """RESULTS.md for a results folder: benchmarks/RESULTS.md for the source tree's, else beside the results."""
+    return ROOT / "benchmarks" / "RESULTS.md" if results.resolve() == RESULTS.resolve() else results / "RESULTS.md"
 HARNESS = 4  # part of every cache key: bump it when what a cell computes changes
 METRIC = "sliced_w2"  # the headline quality metric (lower is better)
 METRICS = {  # name -> (title, lower is better)
@@ -921,7 +954,7 @@ def report(folder: Path, out: Path, notes: Path | None = None) -> Path:
               tables_markdown(summ)]
     for name, title in (("likelihood.md", "Likelihood (dfc nll)"), ("learned.md", "Learned fields (dfc train)"),
                         ("overhead.md", "Native sampler overhead")):
-        extra = RESULTS / name
+        extra = folder.parent / name
         if extra.exists():
             parts += [f"# {title}", "", extra.read_text()]
     atomic_write_text(out, "\n".join(parts) + "\n")
