@@ -3,8 +3,10 @@ default results folder, the peers' install hint printed as written."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 import dfc.bench as b
@@ -38,3 +40,37 @@ def test_bench_out_holds_cache_and_results_and_the_peer_hint_is_literal(tmp_path
     assert len(list((tmp_path / "out" / "cache").glob("*.json"))) == 2  # the floor and the spec's cell
     assert (tmp_path / "out" / "ve_ode-bench" / "results.csv").exists()
     assert not (tmp_path / "bench-results").exists()
+
+
+@pytest.mark.slow
+def test_wheel_installed_elsewhere_runs_the_quick_suite(tmp_path):
+    """Build a wheel, install it (no deps) into a fresh venv that borrows this one's libraries, and run
+    `dfc bench --quick` from an unrelated folder: suites, specs and grammar come from the package."""
+    import site
+    import subprocess
+    import sys
+
+    import shutil
+
+    root = Path(__file__).resolve().parent.parent
+    src = tmp_path / "src"  # build from a copy: a build in the tree would leave build/ behind
+    shutil.copytree(root, src, ignore=shutil.ignore_patterns(".git", "build", "*.egg-info", "results", "runs",
+                                                              ".hypothesis", ".pytest_cache", "__pycache__"))
+    run = lambda *cmd, **kw: subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)  # noqa: E731
+    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp_path / "dist", src)
+    [wheel] = (tmp_path / "dist").glob("dfc-*.whl")
+    venv = tmp_path / "venv"
+    run(sys.executable, "-m", "venv", "--without-pip", venv)
+    [purelib] = venv.glob("lib/python*/site-packages")
+    (purelib / "borrowed.pth").write_text("\n".join(site.getsitepackages()) + "\n")  # torch & co., not dfc
+    py = venv / "bin" / "python"
+    run(sys.executable, "-m", "pip", "--python", py, "install", "-q", "--no-deps", wheel)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    code = "import sys; from dfc.cli import main; sys.argv = ['dfc'] + sys.argv[1:]; main()"
+    env = {**os.environ, "DFC_CACHE": str(tmp_path / "cache")}
+    out = run(py, "-c", "import dfc, dfc.bench; print(dfc.bench.SUITES)", cwd=work, env=env).stdout
+    assert str(purelib) in out  # the installed package's suites, not the source tree's
+    r = run(py, "-c", code, "bench", "--quick", "--jobs", "2", cwd=work, env=env)
+    assert (work / "bench-results" / "quick" / "results.csv").exists(), r.stdout + r.stderr
+    assert len(list((work / "bench-results" / "cache").glob("*.json"))) > 10
