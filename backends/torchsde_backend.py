@@ -37,15 +37,23 @@ def brownian(x0: torch.Tensor, ts: torch.Tensor, seed: int, method: str = "euler
                                      device=x0.device, entropy=seed, levy_area_approximation=levy)
 
 
-def integrate(drift, x0: torch.Tensor, ts: np.ndarray, method: str = "euler", seed: int = 0,
-              bm=None, progress=None) -> torch.Tensor:
+def prepared(drift, x0: torch.Tensor, ts: np.ndarray) -> tuple[DiffFlowSDE, torch.Tensor]:
+    """The SDE module and the grid as a tensor of the state's dtype, the drift's coefficients prepared
+    at the grid's times as that dtype rounds them (torchsde calls f and g there), each with the step
+    it feeds (MATH §10's bandwidth floor)."""
     if drift.spec.run.clock != "t":
         raise ConfigError("the torchsde backend integrates in the t clock; this run asks for clock "
                           f"{drift.spec.run.clock!r}.", drift.spec.run.spans.get("clock"),
                           "Use `backend = native` for other clocks, or `clock = t`.")
-    drift.prepare(ts, np.append(np.diff(ts), 0.0))  # the step each evaluation feeds (MATH §10)
-    sde = DiffFlowSDE(drift)
     grid = torch.tensor(ts, dtype=x0.dtype, device=x0.device)
+    rounded = grid.detach().cpu().double().numpy()
+    drift.prepare(rounded, np.append(np.diff(rounded), 0.0))
+    return DiffFlowSDE(drift), grid
+
+
+def integrate(drift, x0: torch.Tensor, ts: np.ndarray, method: str = "euler", seed: int = 0,
+              bm=None, progress=None) -> torch.Tensor:
+    sde, grid = prepared(drift, x0, ts)
     bm = bm if bm is not None else brownian(x0, grid, seed, method)
     x = x0
     for i in range(len(ts) - 1):

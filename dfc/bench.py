@@ -40,9 +40,42 @@ import yaml
 
 from dfc.errors import ConfigError, DfcError, NumericalError
 
-ROOT = Path(__file__).resolve().parent.parent
-SUITES = ROOT / "benchmarks" / "suites"
-RESULTS = ROOT / "benchmarks" / "results"
+ROOT = Path(__file__).resolve().parent.parent  # the source tree, when dfc runs from one
+
+
+def _suites_dir() -> Path:
+    """The suites shipped as package data (dfc.suites, from benchmarks/suites/ of the source tree)."""
+    from importlib import resources
+
+    try:
+        return Path(str(resources.files("dfc.suites")))
+    except ModuleNotFoundError:  # an editable install made before dfc.suites existed
+        return ROOT / "benchmarks" / "suites"
+
+
+SUITES = _suites_dir()
+RESULTS = ROOT / "benchmarks" / "results"  # the source tree's results folder
+OUT_DEFAULT = "bench-results"  # outside the source tree: ./bench-results
+
+
+def in_source_tree(cwd: Path | None = None) -> bool:
+    """Whether the current directory is inside dfc's own source tree (benchmarks/ beside the package)."""
+    cwd = (cwd or Path.cwd()).resolve()
+    tree = (ROOT / "pyproject.toml").exists() and (ROOT / "benchmarks" / "suites").is_dir()
+    return tree and (cwd == ROOT or ROOT in cwd.parents)
+
+
+def results_dir(out: Path | None = None) -> Path:
+    """Where `dfc bench` keeps its cache and results: `out`, else benchmarks/results/ inside the source
+    tree, else ./bench-results in the current directory."""
+    if out is not None:
+        return Path(out)
+    return RESULTS if in_source_tree() else Path.cwd() / OUT_DEFAULT
+
+
+def results_md(results: Path) -> Path:
+    """RESULTS.md for a results folder: benchmarks/RESULTS.md for the source tree's, else beside the results."""
+    return ROOT / "benchmarks" / "RESULTS.md" if results.resolve() == RESULTS.resolve() else results / "RESULTS.md"
 HARNESS = 4  # part of every cache key: bump it when what a cell computes changes
 METRIC = "sliced_w2"  # the headline quality metric (lower is better)
 METRICS = {  # name -> (title, lower is better)
@@ -110,7 +143,10 @@ def check_suite(suite: dict, where: str = "suite") -> dict:
         raise ConfigError(f"{where}: NFE budgets are at least 1 and samples at least 2.")
     bad = [p for p in suite["peers"] if p not in PEERS]
     if bad:
-        raise ConfigError(f"{where}: unknown peer {bad[0]!r}.", None, f"Peers: {', '.join(PEERS)}.")
+        from dfc.spec import did_you_mean
+
+        raise ConfigError(f"{where}: unknown peer {bad[0]!r}.", None,
+                          " ".join(filter(None, [did_you_mean(bad[0], PEERS), f"Peers: {', '.join(PEERS)}."])))
     for t in set(suite["targets"]) | set(suite["nll_targets"]):
         make_target(t)  # raises a ConfigError naming the target
     for s in suite["specs"]:
@@ -186,6 +222,31 @@ def parse_sweeps(items: list[str], fixed: dict[str, str] | None = None) -> list[
             raise ConfigError(f"--sweep {item!r} is not NAME=V1,V2,...", None, "Write e.g. --sweep kappa=0,0.5,1.")
         axes.append(values)
     return [tuple(c) for c in itertools.product(*axes)] if axes else [()]
+
+
+def check_sweeps(spec: str, sweeps: list[tuple]) -> None:
+    """Before any cell runs: every NAME of a sweep (or --set) is a param of `spec` or a run entry, and
+    every combination compiles (a bad value fails here, once, rather than in every cell)."""
+    from dfc.compiler import compile_spec
+    from dfc.runconfig import KEYS
+    from dfc.spec import did_you_mean, load_spec
+
+    ir = load_spec(spec)
+    params = [p.name for p in ir.params]
+    for combo in sweeps:
+        for k, v in combo:
+            if k not in params and k not in KEYS:
+                raise ConfigError(f"--sweep/--set {k}={v}: spec {ir.name!r} has no param or run entry {k!r}.", None,
+                                  " ".join(filter(None, [did_you_mean(k, params + list(KEYS)),
+                                                         f"Params: {', '.join(params) or 'none'}; run entries: "
+                                                         f"{', '.join(KEYS)}."])))
+    for combo in sweeps:
+        try:
+            compile_spec(ir, {k: str(v) for k, v in combo if k not in KEYS},
+                         {k: str(v) for k, v in combo if k in KEYS})
+        except DfcError as exc:
+            where = " ".join(f"{k}={v}" for k, v in combo)
+            raise type(exc)(f"--sweep/--set {where}: {exc.message}", exc.span, exc.hint) from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -893,7 +954,7 @@ def report(folder: Path, out: Path, notes: Path | None = None) -> Path:
               tables_markdown(summ)]
     for name, title in (("likelihood.md", "Likelihood (dfc nll)"), ("learned.md", "Learned fields (dfc train)"),
                         ("overhead.md", "Native sampler overhead")):
-        extra = RESULTS / name
+        extra = folder.parent / name
         if extra.exists():
             parts += [f"# {title}", "", extra.read_text()]
     atomic_write_text(out, "\n".join(parts) + "\n")

@@ -22,6 +22,20 @@ from dfc.train_cli import app as train_app
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="dfc: compile, run, check and benchmark points of the DiffFlow spectrum.")
 
+def _print_version(value: bool) -> None:
+    if value:
+        from dfc import __version__
+
+        out_console.print(f"dfc {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                          help="Print dfc's version and exit.")):
+    """dfc: compile, run, check and benchmark points of the DiffFlow spectrum."""
+
+
 SPEC_ARG = typer.Argument(..., help="A .dfs or .yaml spec file, or a preset name (e.g. ve_sde).")
 SET_OPT = typer.Option(None, "--set", help="Override a param: --set kappa=0.5 (repeatable).")
 THREADS_OPT = typer.Option(None, "--threads", help=THREADS_HELP)
@@ -265,8 +279,10 @@ def bench(
     samples: int = typer.Option(2000, help="Samples per cell for SPEC."),
     peers: bool = typer.Option(True, "--peers/--no-peers", help="Add the k-diffusion peers to a SPEC benchmark."),
     jobs: int = typer.Option(1, help="Cells run in this many parallel processes."),
-    report_only: bool = typer.Option(False, "--report", help="Only regenerate benchmarks/RESULTS.md from the "
-                                                             "latest default results."),
+    report_only: bool = typer.Option(False, "--report", help="Only regenerate RESULTS.md from the latest default "
+                                                             "results."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Results and cache folder (default: benchmarks/results "
+                                                           "in dfc's source tree, else ./bench-results)."),
 ):
     """Quality against NFE and wall time across the spectrum and its peers (cached, resumable)."""
 
@@ -276,9 +292,10 @@ def bench(
         from dfc import bench as b
         from dfc.peers import PEERS
 
-        results_md = b.ROOT / "benchmarks" / "RESULTS.md"
+        results = b.results_dir(out)
+        results_md = b.results_md(results)
         if report_only:
-            out_console.print(f"wrote {b.report(b.RESULTS / 'default', results_md)}", highlight=False)
+            out_console.print(f"wrote {b.report(results / 'default', results_md)}", highlight=False)
             return
         if sum(bool(v) for v in (spec, all_, quick, suite)) != 1:
             raise ConfigError("dfc bench takes one of: SPEC, --all, --quick, --suite NAME (or --report).")
@@ -290,6 +307,8 @@ def bench(
         sweeps = b.parse_sweeps(sweep or [], _pairs(set_, "--set"))
         if spec is not None:
             from dfc.sample import build
+
+            b.check_sweeps(spec, sweeps)
 
             try:
                 budgets = [int(v) for v in nfe.split(",")]
@@ -305,7 +324,7 @@ def bench(
         if chosen["peers"] and not b.peers_available():
             err_console.print("k-diffusion is not installed: the peer rows are skipped. Install it with "
                               "`pip install -e \".[peers]\" && pip install --no-deps k-diffusion` (README, Benchmarks).",
-                              highlight=False)
+                              highlight=False, markup=False, soft_wrap=True)
             chosen["peers"] = []
         cells = b.suite_cells(chosen, sweeps if spec is not None else None)
         import signal
@@ -319,12 +338,12 @@ def bench(
                           TimeElapsedColumn(), TextColumn("{task.fields[last]}", style="dim"),
                           console=err_console) as bar:
                 task = bar.add_task(f"bench {chosen['name']}", total=len(cells), last="")
-                records = b.run_cells(cells, b.RESULTS / "cache", jobs, progress=lambda done, total, last: bar.update(
+                records = b.run_cells(cells, results / "cache", jobs, progress=lambda done, total, last: bar.update(
                     task, completed=done, total=total, last=last))
         finally:
             signal.signal(signal.SIGTERM, previous)
         df = b.frame(records)
-        folder = b.RESULTS / chosen["name"]
+        folder = results / chosen["name"]
         b.write_results(df, folder)
         summ = b.summary(df)
         for t in summ["target"].unique():

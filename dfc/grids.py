@@ -33,17 +33,41 @@ def make_grid(spec) -> np.ndarray:
     t0, t1, n = run.time[0], run.time[1], run.steps
     if run.grid == "uniform":
         return np.linspace(t0, t1, n + 1)
-    sigma = spec.exprs["sigma"]
-    probe = np.linspace(t0, t1, 4097)
-    s = time_values(sigma, probe)
+    s = _monotone_sigma(spec, "A Karras grid", run.spans.get("grid"), "Use `grid = uniform`.")
+    target = karras_sigmas(s[0], s[-1], n, run.rho)
+    ts = _invert_monotone(lambda t: time_values(spec.exprs["sigma"], t), target[1:-1], t0, t1)
+    return np.concatenate([[t0], ts, [t1]])
+
+
+def _monotone_sigma(spec, what: str, span, hint: str) -> np.ndarray:
+    """σ on a fine probe of [t0, t1], checked strictly monotone (else a ConfigError for `what`)."""
+    t0, t1 = spec.run.time
+    s = time_values(spec.exprs["sigma"], np.linspace(t0, t1, 4097))
     ds = np.diff(s)
     if not (np.all(ds < 0) or np.all(ds > 0)):
-        raise ConfigError(f"a Karras grid needs sigma(t) strictly monotone on [{t0:g}, {t1:g}], and spec "
-                          f"{spec.name!r} has a sigma that is not.", run.spans.get("grid"),
-                          "Use `grid = uniform`.")
-    target = karras_sigmas(s[0], s[-1], n, run.rho)
-    ts = _invert_monotone(lambda t: time_values(sigma, t), target[1:-1], t0, t1)
-    return np.concatenate([[t0], ts, [t1]])
+        raise ConfigError(f"{what} needs sigma(t) strictly monotone on [{t0:g}, {t1:g}], and spec "
+                          f"{spec.name!r} has a sigma that is not.", span, hint)
+    return s
+
+
+def sigma_to_t(spec, sigmas) -> np.ndarray:
+    """The times at which the spec's σ(t) takes the values `sigmas` (MATH §9: a σ grid mapped back
+    to t), by bisection; each σ must lie within σ's range on the time interval."""
+    sig = np.asarray(sigmas, dtype=np.float64).reshape(-1)
+    s = _monotone_sigma(spec, "Mapping sigmas to times", None, "Use a spec whose sigma(t) is monotone.")
+    lo, hi = float(min(s[0], s[-1])), float(max(s[0], s[-1]))
+    slack = 1e-6 * hi
+    bad = (sig < lo - slack) | (sig > hi + slack) | ~np.isfinite(sig)
+    if bad.any():
+        raise ConfigError(f"sigma {sig[bad][0]:g} is outside spec {spec.name!r}'s noise range "
+                          f"[{lo:g}, {hi:g}] on t in [{spec.t0:g}, {spec.t1:g}].", None,
+                          f"Give sigmas within [{lo:g}, {hi:g}] (a final 0 means the denoising step), or "
+                          f"set the spec's sigma_min/sigma_max params to cover them.")
+    t0, t1 = spec.run.time
+    ts = _invert_monotone(lambda t: time_values(spec.exprs["sigma"], t), np.clip(sig, lo, hi), t0, t1)
+    ts[sig >= hi] = t0 if s[0] > s[-1] else t1  # the ends exactly, not to bisection accuracy
+    ts[sig <= lo] = t1 if s[0] > s[-1] else t0
+    return ts
 
 
 def clock_steps(spec, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -7,6 +7,7 @@ command-line option it came from).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 
 from dfc.errors import ConfigError, DfcError, Span
@@ -78,7 +79,10 @@ def _number(key, value, span, kind=float, lo=None, strict=False):
 
 def _choice(key, value, options, span):
     if not isinstance(value, str) or value not in options:
-        raise _err(key, f"`{key}` must be one of {', '.join(options)}; got {run_text(value)}.", span)
+        from dfc.spec import did_you_mean
+
+        hint = did_you_mean(value, options) if isinstance(value, str) else None
+        raise _err(key, f"`{key}` must be one of {', '.join(options)}; got {run_text(value)}.", span, hint)
     return value
 
 
@@ -184,23 +188,43 @@ def apply_entry(cfg: RunConfig, key: str, value, span: Span | None) -> RunConfig
         if not isinstance(value, bool):
             raise _err(key, "`denoise` is true or false.", span)
         return replace(cfg, denoise=value)
-    raise _err(key, f"unknown run entry `{key}`.", span, f"Entries: {', '.join(KEYS)}.")
+    from dfc.spec import did_you_mean
+
+    raise _err(key, f"unknown run entry `{key}`.", span,
+               " ".join(filter(None, [did_you_mean(key, KEYS), f"Entries: {', '.join(KEYS)}."])))
 
 
-def run_config(entries: tuple[RunEntry, ...], overrides: dict[str, str] | None = None) -> RunConfig:
-    """Spec entries first, then command-line overrides (`{"steps": "16", "target": "grid25"}`)."""
+def _override(key: str, given):
+    """An override as a run-block value: text is parsed like the run block (`exact + kde`,
+    `karras(rho = 5)`), except device and .npy file names, taken as typed; a Python value is used
+    directly (a tuple for `time` is its list)."""
+    if isinstance(given, os.PathLike):
+        given = os.fspath(given)
+    if hasattr(given, "item") and getattr(given, "ndim", None) == 0:  # a numpy or torch scalar
+        given = given.item()
+    if not isinstance(given, str):
+        return list(given) if key == "time" and isinstance(given, tuple) else given
+    if key == "device" or given.endswith(".npy"):
+        return given
+    try:
+        return parse_run_value(given, f"--{key}")
+    except DfcError as exc:
+        raise ConfigError(f"--{key} {given}: {exc.message}", None, exc.hint) from None
+
+
+def run_config(entries: tuple[RunEntry, ...], overrides: dict[str, object] | None = None) -> RunConfig:
+    """Spec entries first, then overrides: command-line text (`{"steps": "16", "target": "grid25"}`),
+    or Python values (`{"steps": 16, "denoise": True, "time": (0, 0.5)}`, the Python API)."""
     cfg = RunConfig()
     for e in entries:
         cfg = apply_entry(cfg, e.key, e.value, e.span)
-    for key, text in (overrides or {}).items():
+    for key, given in (overrides or {}).items():
         if key not in KEYS:
-            raise ConfigError(f"unknown run setting {key!r}.", None, f"Settings: {', '.join(KEYS)}.")
-        try:
-            raw = key == "device" or str(text).endswith(".npy")  # device names and file names are taken as typed
-            value = str(text) if raw else parse_run_value(str(text), f"--{key}")
-        except DfcError as exc:
-            raise ConfigError(f"--{key} {text}: {exc.message}", None, exc.hint) from None
-        cfg = apply_entry(cfg, key, value, None)
+            from dfc.spec import did_you_mean
+
+            raise ConfigError(f"unknown run setting {key!r}.", None,
+                              " ".join(filter(None, [did_you_mean(key, KEYS), f"Settings: {', '.join(KEYS)}."])))
+        cfg = apply_entry(cfg, key, _override(key, given), None)
     try:  # a cuda device that does not exist is a setting error, said before any work
         import torch
 

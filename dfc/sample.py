@@ -45,11 +45,15 @@ def make_run_target(spec: CompiledSpec, dtype=DTYPE):
             target = make_target(cfg.target, dict(cfg.target_options), base_dir=base)
     except ConfigError as exc:
         if exc.message.startswith("unknown target"):
+            from dfc.data import CURVES
+            from dfc.spec import did_you_mean
+            from dfc.targets import TARGETS
+
             exc = ConfigError(exc.message.rstrip(".") + "; or a data set moons, swissroll, circles, digits.",
-                              exc.span, exc.hint)
+                              exc.span, did_you_mean(cfg.target, TARGETS + CURVES + ("digits",)))
         if exc.span is None and cfg.spans.get("target") is not None:
             raise ConfigError(exc.message, cfg.spans["target"], exc.hint) from None
-        raise
+        raise exc from None  # the amended error (a bare `raise` would re-raise the original)
     return target.to(device=cfg.device, dtype=dtype)
 
 
@@ -59,11 +63,16 @@ def make_fields(spec: CompiledSpec, target):
     ckpt = spec.run.score_ckpt
     if ckpt is None:
         return target
-    from dfc.errors import DataError
-    from dfc.learned import LearnedScore, load_score, resolve
+    from dfc.learned import resolve
 
-    span = spec.run.spans.get("fields")
-    path = resolve(ckpt, spec)
+    return learned_fields(spec, target, resolve(ckpt, spec), spec.run.spans.get("fields"))
+
+
+def learned_fields(spec: CompiledSpec, target, path: Path, span=None):
+    """The learned score checkpoint at `path` as the drift's fields, checked against `target`'s data."""
+    from dfc.errors import DataError
+    from dfc.learned import LearnedScore, load_score
+
     try:
         learned = load_score(path, spec.run.device, target.dtype, data_target=target)
     except DataError as exc:
@@ -128,41 +137,58 @@ def generator_for(device: str, seed: int) -> torch.Generator:
 
 
 def simulate(spec: CompiledSpec, target, n: int | None = None, progress=None, x0: torch.Tensor | None = None,
-             normals=None) -> tuple[torch.Tensor, dict]:
-    """Integrate the spec's SDE from its prior. Returns the samples and cost figures."""
+             normals=None, fields=None, seed: int | None = None) -> tuple[torch.Tensor, dict]:
+    """Integrate the spec's SDE from its prior. Returns the samples and cost figures.
+
+    `fields`: what the drift scores (default `make_fields`: the target, or the run's learned score);
+    any object with the target's `score(y, sigma)`, e.g. a model (dfc.models.ModelField).
+    `seed`: the run's seed unless given (the prior and the noise)."""
     cfg = spec.run
     n = n or cfg.samples
-    gen = generator_for(cfg.device, cfg.seed)
+    seed = cfg.seed if seed is None else seed
+    device = str(target.device)
+    gen = generator_for(device, seed)
     if x0 is None:
         x0 = sample_prior(spec, target, n, gen)
     estimator = make_gan_field(spec, target)
-    drift = Drift(spec, make_fields(spec, target), estimator)
+    drift = Drift(spec, make_fields(spec, target) if fields is None else fields, estimator)
     ts = spec.grid()
-    dt_left, dt_right = clock_steps(spec, ts)
-    if cfg.device.startswith("cuda"):
+    if device.startswith("cuda"):
         torch.cuda.synchronize()
     start = time.perf_counter()
     with torch.no_grad():
-        if cfg.backend == "native" and cfg.solver in ("euler", "heun"):
-            from dfc.backends.native import sample as native_sample
-
-            x = native_sample(drift, x0, ts, dt_left, dt_right, cfg.solver, gen, normals, progress)
-        else:
-            if cfg.backend == "native":
-                raise ConfigError(f"the native sampler has euler and heun; {cfg.solver} is torchsde's.",
-                                  cfg.spans.get("solver"), "Add `backend = torchsde` or use --backend torchsde.")
-            if cfg.solver == "heun":
-                raise ConfigError("heun is the native sampler's; torchsde offers euler, milstein and srk.",
-                                  cfg.spans.get("solver"), "Use `backend = native` for heun.")
-            from dfc.backends.torchsde_backend import integrate
-
-            x = integrate(drift, x0, ts, cfg.solver, cfg.seed, progress=progress)
+        x = integrate(drift, x0, ts, gen, seed, normals, progress)
         if cfg.denoise:
             x = drift.denoise(x, float(ts[-1]))
-    if cfg.device.startswith("cuda"):
+    if device.startswith("cuda"):
         torch.cuda.synchronize()
     wall = time.perf_counter() - start
     return x, {"wall_s": wall, "nfe": drift.nfe, "steps": cfg.steps, "estimator_s": drift.estimator_s}
+
+
+def integrate(drift: Drift, x0: torch.Tensor, ts: np.ndarray, gen: torch.Generator, seed: int, normals=None,
+              progress=None, record=None) -> torch.Tensor:
+    """x0 at ts[0] carried to ts[-1] by the run's backend and solver (MATH §9: in the run's clock).
+    `record(i, x)` (native only) sees the particles at every grid time."""
+    spec = drift.spec
+    cfg = spec.run
+    if cfg.backend == "native" and cfg.solver in ("euler", "heun"):
+        from dfc.backends.native import sample as native_sample
+
+        dt_left, dt_right = clock_steps(spec, ts)
+        return native_sample(drift, x0, ts, dt_left, dt_right, cfg.solver, gen, normals, progress, record)
+    if cfg.backend == "native":
+        raise ConfigError(f"the native sampler has euler and heun; {cfg.solver} is torchsde's.",
+                          cfg.spans.get("solver"), "Add `backend = torchsde` or use --backend torchsde.")
+    if cfg.solver == "heun":
+        raise ConfigError("heun is the native sampler's; torchsde offers euler, milstein and srk.",
+                          cfg.spans.get("solver"), "Use `backend = native` for heun.")
+    if record is not None:
+        raise ConfigError("following the particles step by step (a callback) needs the native sampler.",
+                          cfg.spans.get("backend"), "Use `backend = native` with euler or heun.")
+    from dfc.backends.torchsde_backend import integrate as sde_integrate
+
+    return sde_integrate(drift, x0, ts, cfg.solver, seed, progress=progress)
 
 
 FLOOR_DRAWS = 4  # independent target draws for the floor (its mean and spread)

@@ -115,7 +115,7 @@ def find_spec(name_or_path: str, near: Path | None = None, span: Span | None = N
                 return cand
     known = sorted(q.stem for q in preset_dir().glob("*.dfs"))
     raise SpecNameError(f"no spec named {name_or_path!r} (looked beside the spec and among the presets).", span,
-                        f"Presets: {', '.join(known)}.")
+                        " ".join(filter(None, [did_you_mean(name_or_path, known), f"Presets: {', '.join(known)}."])))
 
 
 # ---------------------------------------------------------------------------------------
@@ -126,6 +126,22 @@ def load_spec(name_or_path: str | Path) -> SpecIR:
     path = find_spec(str(name_or_path))
     chain = _load_chain(path, [], None)
     return _build(chain)
+
+
+def load_spec_text(text: str, file: str = "<string>", near: Path | None = None) -> SpecIR:
+    """A spec given as text (the .dfs language, or its YAML twin when it starts with `spec:`).
+
+    Errors are located in the text as `<string>:LINE:COL`; `extends PARENT` is looked up beside
+    `near` (default: the current directory's `specs/`), then among the presets."""
+    from dfc.syntax import parse_dfs, parse_yaml
+
+    is_yaml = text.lstrip().startswith("spec:")
+    syn = parse_yaml(text, file) if is_yaml else parse_dfs(text, file)
+    if syn.extends is None:
+        return _build([syn])
+    parent_name, parent_span = syn.extends
+    parent = find_spec(parent_name, near, parent_span)
+    return _build(_load_chain(parent, [], parent_span) + [syn])
 
 
 def _load_chain(path: Path, seen: list[Path], span: Span | None) -> list[SpecSyntax]:
@@ -407,21 +423,20 @@ def _prior(stmt: PriorStmt | None, b: _Builder, syn: SpecSyntax) -> Prior:
 # Parameter values
 
 
-def resolve_params(ir: SpecIR, overrides: dict[str, str] | None = None) -> dict[sp.Symbol, float]:
-    """Numeric value of every param, defaults evaluated in dependency order, `--set` applied."""
+def resolve_params(ir: SpecIR, overrides: dict[str, str | float] | None = None,
+                   option: str = "--set") -> dict[sp.Symbol, float]:
+    """Numeric value of every param, defaults evaluated in dependency order, `--set` applied.
+
+    An override is text (a number or an expression of params) or a Python number, taken as is;
+    `option` names where overrides come from in error messages (`--set`, or a keyword argument)."""
     overrides = dict(overrides or {})
     exprs: dict[str, sp.Expr] = {p.name: p.default for p in ir.params}
     for name, text in overrides.items():
         if name not in exprs:
-            known = ", ".join(p.name for p in ir.params) or "none"
-            raise ConfigError(f"--set {name}={text}: spec {ir.name!r} has no param {name!r} (params: {known}).")
-        try:
-            body, _ = parse_expr(text, f"--set {name}")
-            value = _Builder({p.name: None for p in ir.params}, {}).expr(body, {}, f"--set {name}")
-        except (SpecSyntaxError, SpecNameError) as exc:
-            raise ConfigError(f"--set {name}={text}: the value is not a number or an expression of params "
-                              f"({exc.message}).") from None
-        exprs[name] = value
+            known = [p.name for p in ir.params]
+            raise ConfigError(f"{option} {name}={text}: spec {ir.name!r} has no param {name!r} "
+                              f"(params: {', '.join(known) or 'none'}).", None, did_you_mean(name, known))
+        exprs[name] = _override_value(ir, name, text, option)
     values: dict[str, float] = {}
     visiting: list[str] = []
 
@@ -447,3 +462,26 @@ def resolve_params(ir: SpecIR, overrides: dict[str, str] | None = None) -> dict[
     for name in exprs:
         value(name)
     return {param_symbol(k): v for k, v in values.items()}
+
+
+def _override_value(ir: SpecIR, name: str, value, option: str) -> sp.Expr:
+    """A param override as a sympy expression: a Python number directly, text parsed as an expression."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return sp.Float(value) if isinstance(value, float) else sp.Integer(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"{option} {name}={value!r}: a param value is a number or an expression of params "
+                          f"(text), not a {type(value).__name__}.", None, f"Write e.g. {name}=0.5.")
+    try:
+        body, _ = parse_expr(value, f"{option} {name}")
+        return _Builder({p.name: None for p in ir.params}, {}).expr(body, {}, f"{option} {name}")
+    except (SpecSyntaxError, SpecNameError) as exc:
+        raise ConfigError(f"{option} {name}={value}: the value is not a number or an expression of params "
+                          f"({exc.message}).") from None
+
+
+def did_you_mean(name: str, known, what: str = "") -> str | None:
+    """A hint naming the closest of `known` to `name` (difflib), or None when nothing is close."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1)
+    return f"Did you mean {close[0]!r}?" if close else None

@@ -1038,7 +1038,10 @@ def make_target(name: str, options: Mapping[str, Any] | None = None, base_dir: s
     raw = name.strip()
     key = ".npy" if raw.lower().endswith(".npy") else raw.lower()
     if key not in _OPTIONS:
-        raise ConfigError(f"unknown target '{raw}'; use one of {', '.join(TARGETS)}, or a path to a .npy data file.")
+        from dfc.spec import did_you_mean
+
+        raise ConfigError(f"unknown target '{raw}'; use one of {', '.join(TARGETS)}, or a path to a .npy data file.",
+                          None, did_you_mean(raw, TARGETS))
     allowed = _OPTIONS[key]
     unknown = sorted(k for k in opts if k not in allowed)
     if unknown:

@@ -1,0 +1,1 @@
+"""The benchmark suites (`dfc bench --suite NAME`), installed as the package dfc.suites."""
