@@ -1,12 +1,13 @@
 """One thread policy for every command (`--threads`).
 
-torch's default (one thread per core) pays a synchronisation per operation, which on small tensors
-costs more than the arithmetic, and on a machine that is busy with anything else it is far worse:
-`dfc train score` ran at 978 samples/s with the default threads beside another job on 2 cores, at
-14,474 with one thread. Large particle batches do gain from a second core. So the default follows
-the work: one thread while one operation touches fewer than SMALL_WORK numbers, every core torch
-would use otherwise. `--threads N` overrides it. Measured in benchmarks/results/threads.md
-(`python benchmarks/threads.py`).
+torch's default (one thread per core) pays a synchronisation per operation, which on dfc's tensors
+costs about what the second core gains, and beside any other job it loses badly. Measured on 2 cores
+(benchmarks/results/threads.md, `python benchmarks/threads.py`): a second thread gains 0-12% on an
+idle machine (`dfc train score` 16,558 → 21,495 samples/s is the best case; `dfc run` at N = 100,000
+is 15% slower) and costs 10-75% beside one busy process (`dfc train score` 15,588 → 7,407 samples/s).
+So the default is one thread, and every core only for work of SMALL_WORK numbers per operation or
+more (particles × dimension for sampling, batch × width for training), beyond what was measured.
+`--threads N` overrides it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 
 from dfc.errors import ConfigError
 
-SMALL_WORK = 1 << 17  # numbers touched by one operation below which one thread is faster (measured)
+SMALL_WORK = 1 << 22  # work (numbers per operation) from which dfc uses every core; one thread below
 _DEFAULT = torch.get_num_threads()  # torch's own choice, read before dfc changes it
 
 
