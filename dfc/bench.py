@@ -890,6 +890,28 @@ def gan_vs_peers(summ: pd.DataFrame, budgets=(4, 8, 16)) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+SCALE_REPORTS = (("particles.md", "Quality against the particle count (benchmarks/particles.py)"),
+                 ("scaling.md", "Cost against the particle count (benchmarks/scaling.py)"),
+                 ("estimators.md", "Population estimates of s_p (benchmarks/estimators.py)"),
+                 ("threads.md", "Threads (benchmarks/threads.py)"))
+OTHER_REPORTS = (("likelihood.md", "Likelihood (dfc nll)"), ("learned.md", "Learned fields (dfc train)"),
+                 ("overhead.md", "Native sampler overhead"))
+
+
+def _extras(folder: Path, reports) -> list[str]:
+    """The other benchmarks' Markdown reports found in `folder`, each under its own title (a report's
+    own first-level heading is dropped for it)."""
+    parts = []
+    for name, title in reports:
+        extra = folder / name
+        if extra.exists():
+            text = extra.read_text()
+            if text.startswith("# "):
+                text = text.split("\n", 1)[1] if "\n" in text else ""
+            parts += [f"# {title}", "", text.strip(), ""]
+    return parts
+
+
 def report(folder: Path, out: Path, notes: Path | None = None) -> Path:
     """benchmarks/RESULTS.md from the latest results in `folder`: the answer (tables generated
     from the numbers, then the hand-written reading in `notes` if present), every table, and
@@ -942,20 +964,17 @@ def report(folder: Path, out: Path, notes: Path | None = None) -> Path:
         g = gan_vs_peers(summ)
         if not g.empty:
             parts += ["## The GAN part against DPM++ 2M and Heun at 4–16 NFE", "",
-                      "The best spec whose drift has a GAN part with s_p from a KDE of the particles (O(N²) per "
-                      "evaluation), and the best with s_p from a Gaussian fit (O(N)), against the two peers at the "
+                      "The best spec whose drift has a GAN part with s_p from a KDE of the particles (exact, binned "
+                      "or on a subset by N and dimension: MATH §10), and the best with s_p from a Gaussian fit (O(N)), against the two peers at the "
                       "same NFE: who is better beyond noise, the wall-time price as a multiple of the peer's, and the "
                       "share of the spec's time spent estimating s_p.", "", markdown(g, index=False), ""]
         failed = summ[summ["failed"] > 0]
         if not failed.empty:
             parts += [f"{len(failed)} (row, NFE) cells failed to run; their errors are in `results.csv`.", ""]
     where = folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder
+    parts += _extras(folder.parent, SCALE_REPORTS)
     parts += ["# Tables", "", f"Plots: `{where}/<target>_nfe.png` and `<target>_wall.png`.", "",
               tables_markdown(summ)]
-    for name, title in (("likelihood.md", "Likelihood (dfc nll)"), ("learned.md", "Learned fields (dfc train)"),
-                        ("overhead.md", "Native sampler overhead")):
-        extra = folder.parent / name
-        if extra.exists():
-            parts += [f"# {title}", "", extra.read_text()]
+    parts += _extras(folder.parent, OTHER_REPORTS)
     atomic_write_text(out, "\n".join(parts) + "\n")
     return out

@@ -81,8 +81,8 @@ def by_hand(name, p, x, t):
             return -2 * sigma * dsigma * s_q, math.sqrt(r)  # reverse VE SDE
         if name == "slcd":  # eta = 3: ½(1+η) r s_Q, noise sqrt(η r)
             return 2 * r * s_q, math.sqrt(3 * r)
-        if name == "ve_sde_mild":  # eta = 0.25
-            return 0.625 * r * s_q, math.sqrt(0.25 * r)
+        if name == "ve_sde_mild":  # eta = 0.1
+            return 0.55 * r * s_q, math.sqrt(0.1 * r)
         diff, _ = gan_pieces(x, mean, cov, sigma)
         drift = r * s_q + p["kappa"] * r * diff  # eq. 30: reverse SDE + κ r (s_Q − s_p)
         if name in ("diffusion_gan", "diffusion_gan_fast", "diffusion_gan_gauss"):
