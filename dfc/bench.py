@@ -679,45 +679,84 @@ def cost_table(summ: pd.DataFrame, target: str, metric: str = METRIC) -> pd.Data
     return _cost_columns(s, metric)
 
 
+HIGHLIGHT = 6  # rows drawn in colour per plot (the best at 4-16 NFE); the rest in grey
+
+
+def _row_lines(rows: pd.DataFrame, metric: str) -> list[tuple[str, pd.DataFrame]]:
+    """One line per sampler, rows whose metric coincides at every budget merged into one line whose
+    label names them all (`ve_ode = euler (k-diffusion)`), best first (mean over budgets ≤ 16)."""
+    groups: dict[tuple, list] = {}
+    for label, g in rows.groupby("label"):
+        g = g.sort_values("nfe_budget")
+        name = f"{label} (k-diffusion)" if g["kind"].iloc[0] == "peer" else label
+        key = tuple(f"{float(v):.4g}" for v in g[metric]) + tuple(int(v) for v in g["nfe_budget"])  # equal to 4 digits
+        groups.setdefault(key, []).append((name, g))
+    lines = [(" = ".join(n for n, _ in members), members[0][1]) for members in groups.values()]
+
+    def score(item):
+        g = item[1]
+        early = g[g["nfe_budget"] <= 16][metric].replace([np.inf, -np.inf], np.nan)
+        value = early.mean() if early.notna().any() else math.inf
+        return value if METRICS[metric][1] else -value
+
+    return sorted(lines, key=score)
+
+
 def plots(summ: pd.DataFrame, folder: Path, metric: str = METRIC) -> list[Path]:
-    """`<target>_nfe.png` and `<target>_wall.png`: the metric against NFE and against wall time."""
+    """`<target>_nfe.png` and `<target>_wall.png`: the metric against the NFE budget (plain ticks at
+    the budgets) and against wall time. The best HIGHLIGHT rows in colour with their spread over seeds
+    as error bars, the rest in grey; rows that coincide at every budget drawn once and named together;
+    peers dashed; the floor as a line with a band of ± its spread."""
     import matplotlib
+    from matplotlib.figure import Figure
 
     from dfc.io import atomic_save_figure
-    from dfc.plot import line_plot
 
     out = []
+    palette = matplotlib.colormaps["tab10"]
+    sd_col = f"{metric}_sd"
     for target, s in summ.groupby("target"):
         rows = s[s["kind"] != "floor"]
+        if rows.empty or metric not in rows:
+            continue
         floor = floor_of(summ, target, metric)
-        lower = METRICS[metric][1]
+        f = s[s["kind"] == "floor"]
+        floor_sd = float(f["floor_sd"].mean()) if metric == METRIC and "floor_sd" in f and not f.empty else 0.0
         finite = rows[metric].replace([np.inf, -np.inf], np.nan).dropna()
-        for x, xlabel, name in (("nfe", "NFE (score / denoiser evaluations)", "nfe"),
-                                ("wall_s", "wall seconds", "wall")):
-            xs, ys = {}, {}
-            for label, g in rows.sort_values(x).groupby("label"):
-                key = f"{label} (k-diffusion)" if g["kind"].iloc[0] == "peer" else label
-                xs[key] = list(g[x])
-                ys[key] = [v if math.isfinite(v) else None for v in g[metric]]
-            if math.isfinite(floor) and xs:
-                all_x = sorted({v for vals in xs.values() for v in vals if v > 0})
-                xs["floor"], ys["floor"] = all_x, [floor] * len(all_x)
-            fig = line_plot(xs, ys, xlabel, f"{METRICS[metric][0]} ({'lower' if METRICS[metric][1] else 'higher'} "
-                            f"is better)", f"{target}: {METRICS[metric][0]} against {xlabel.split(' (')[0]}",
-                            logx=True, logy=True)
-            ax = fig.axes[0]
+        lines = _row_lines(rows, metric)
+        budgets = sorted(int(b) for b in rows["nfe_budget"].unique())
+        for x, xlabel, name in (("nfe_budget", "NFE budget (score / denoiser evaluations)", "nfe"),
+                                ("wall_s", "wall seconds per run (one core)", "wall")):
+            fig = Figure(figsize=(11, 6), layout="constrained")
+            ax = fig.add_subplot()
+            if math.isfinite(floor):
+                if floor_sd > 0:
+                    ax.axhspan(floor - floor_sd, floor + floor_sd, color="0.88", zorder=0)
+                ax.axhline(floor, color="black", ls=":", lw=1.2, label="floor (± its spread)", zorder=1)
+            for i, (label, g) in enumerate(lines):
+                g = g.sort_values(x)
+                ys = g[metric].replace([np.inf, -np.inf], np.nan)
+                dashed = "(k-diffusion)" in label and "=" not in label
+                if i < HIGHLIGHT:
+                    err = g[sd_col] if sd_col in g else None
+                    ax.errorbar(g[x], ys, yerr=err, color=palette(i), ls="--" if dashed else "-", marker="o", ms=4,
+                                lw=2, capsize=3, label=label, zorder=3)
+                else:
+                    ax.plot(g[x], ys, color="0.6", ls="--" if dashed else "-", lw=0.8, alpha=0.7,
+                            label="other rows" if i == HIGHLIGHT else None, zorder=2)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            if x == "nfe_budget":
+                ax.set_xticks(budgets, [str(b) for b in budgets])
+                ax.minorticks_off()
             if math.isfinite(floor) and floor > 0:  # diverged rows (coarse steps) would squash the rest
                 lo = min(0.5 * floor, 0.9 * finite.min()) if not finite.empty else 0.5 * floor
-                ax.set_ylim(lo, 10 * floor) if lower else ax.set_ylim(lo, 1.05)
-            elif not finite.empty:
-                ax.set_ylim(0.8 * finite.min(), min(finite.max(), 20 * finite.min()))
-            palette = matplotlib.colormaps["tab20"]
-            for i, line in enumerate(ax.get_lines()):  # 20-odd rows: 20 colours, peers dashed, floor black
-                label = line.get_label()
-                line.set_color("black" if label == "floor" else palette(i % 20))
-                line.set_linestyle("--" if label.endswith("(k-diffusion)") else ":" if label == "floor" else "-")
-            fig.set_size_inches(11, 6)
-            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1, fontsize=8, frameon=False)
+                ax.set_ylim(lo, 10 * floor) if METRICS[metric][1] else ax.set_ylim(lo, 1.05)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(f"{METRICS[metric][0]} ({'lower' if METRICS[metric][1] else 'higher'} is better)")
+            ax.set_title(f"{target}: {METRICS[metric][0]} against {xlabel.split(' (')[0]}, mean ± sd over seeds; "
+                         f"the best {HIGHLIGHT} rows at 4-16 NFE in colour")
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
             path = folder / f"{target}_{name}.png"
             atomic_save_figure(path, fig)
             out.append(path)
