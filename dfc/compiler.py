@@ -207,6 +207,16 @@ def _first(ts, bad) -> float:
     return float(ts[np.argmax(bad.any(axis=1) if bad.ndim == 2 else bad)])
 
 
+def _noise_culprit(spec: CompiledSpec) -> tuple[str, str]:
+    """(term to blame, the other) for g² − λ² < 0: the one of g2 and lambda2 that this spec's own file
+    writes (a child that sets lambda2 is reported at its line, not at the parent's g2), else g2."""
+    own = [n for n in ("lambda2", "g2")
+           if spec.ir.term(n).span is not None and spec.ir.term(n).span.file == spec.ir.file]
+    if len(own) == 1:
+        return own[0], "g2" if own[0] == "lambda2" else "lambda2"
+    return ("g2", "lambda2") if spec.ir.term("g2").span is not None else ("lambda2", "g2")
+
+
 def check_well_posed(spec: CompiledSpec) -> None:
     ts = check_points(spec)
     vals = {}
@@ -237,10 +247,14 @@ def check_well_posed(spec: CompiledSpec) -> None:
     bad = g2 - l2 < -tol
     if bad.any():
         i = int(np.argmax(bad))
-        # point at whichever of g and lambda the spec itself wrote last
-        term = "g2" if spec.ir.term("g2").span is not None else "lambda2"
+        term, other = _noise_culprit(spec)
+        where = ""
+        other_span = spec.ir.term(other).span
+        if other_span is not None and spec.ir.term(term).span is not None \
+                and other_span.file != spec.ir.term(term).span.file:
+            where = f" It conflicts with the inherited {other} at {other_span}."
         raise _fail(spec, term, f"the noise variance g² − λ² is negative at t = {ts[i]:.6g} "
-                                f"(g² = {g2[i]:.6g}, λ² = {l2[i]:.6g}): the SDE is ill-posed there.",
+                                f"(g² = {g2[i]:.6g}, λ² = {l2[i]:.6g}): the SDE is ill-posed there.{where}",
                     "Make g2(t) >= lambda2(t) on the whole time interval (MATH §2); lambda2 < 0 is allowed "
                     "(the analytic continuation).")
     if spec.run.clock != "t":

@@ -144,3 +144,15 @@ def test_cli_error_is_one_paragraph_exit_2(tmp_path):
                                       "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "Traceback" not in result.output and "--set s=oops" in result.output
     assert not (tmp_path / "o").exists()  # nothing written before the error
+
+
+def test_ill_posed_child_is_reported_at_its_own_line(tmp_path):
+    """A child that sets lambda2 above the parent's g2 is reported at the child's lambda2 line, and the
+    message names the inherited g2 it conflicts with."""
+    child = tmp_path / "child.dfs"
+    child.write_text('spec child extends ve_sde "too much lambda2"\n  lambda2(t) = 3*r(t)\nend\n')
+    with pytest.raises(IllPosedError) as info:
+        compile_spec(load_spec(child))
+    err = info.value
+    assert err.span.file == str(child) and err.span.line == 2
+    assert "inherited g2" in err.message and "ve_sde.dfs" in err.message
