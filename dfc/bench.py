@@ -28,6 +28,7 @@ import hashlib
 import itertools
 import json
 import math
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
@@ -441,6 +442,48 @@ def _cost_hint(c: Cell) -> float:
     return {"nll": 1e4, "floor": 50.0}.get(c.kind, c.nfe)
 
 
+PARENT_POLL_S = 0.5  # how often a worker checks that the process that started it is alive
+
+
+def die_with_parent(parent: int) -> None:
+    """Worker initializer: the worker ends when `parent` does, even if the parent is killed (SIGKILL)
+    and cannot shut its pool down. On Linux the kernel sends SIGKILL on the parent's death
+    (prctl PR_SET_PDEATHSIG); everywhere, a daemon thread polls the parent and exits the worker."""
+    import signal
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):
+            pass  # the thread below still stops the worker
+
+    def alive() -> bool:
+        if os.getppid() != parent:  # re-parented: the parent is gone
+            return False
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+
+    if not alive():
+        os._exit(1)
+
+    def watch():
+        while alive():
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="dfc-parent-watch", daemon=True).start()
+
+
 def run_cells(cells: list[Cell], cache: Path, jobs: int = 1, progress=None) -> list[dict]:
     """Results of all cells: cached ones read back, missing ones computed and cached one by one.
 
@@ -479,7 +522,8 @@ def run_cells(cells: list[Cell], cache: Path, jobs: int = 1, progress=None) -> l
         import multiprocessing
 
         # spawn: a fresh interpreter per worker, safe whatever torch's thread pools did in this one
-        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=die_with_parent, initargs=(os.getpid(),))
         try:
             futures = {pool.submit(run_cell, c): c for c in todo}
             for fut in as_completed(futures):

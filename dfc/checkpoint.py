@@ -62,6 +62,9 @@ def _corrupt(path: Path, what: str) -> DataError:
 def read_header(path: str | Path) -> tuple[bytes, dict]:
     """The file's bytes and its dfc header, after the structural checks (no tensor is decoded)."""
     path = Path(path)
+    from dfc.io import check_input_file
+
+    check_input_file(path, "checkpoint")
     try:
         blob = path.read_bytes()
     except FileNotFoundError:

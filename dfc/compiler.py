@@ -15,10 +15,10 @@ from functools import cached_property
 import numpy as np
 import sympy as sp
 
-from dfc.errors import IllPosedError
+from dfc.errors import IllPosedError, Span, SpecValueError, deep_work
 from dfc.runconfig import RunConfig, run_config
 from dfc.spec import SpecIR, resolve_params
-from dfc.symbolic import D, T, X, lower, time_values
+from dfc.symbolic import D, T, X, constant_problem, lower, time_values
 
 CHECK_POINTS = 2001  # t values at which well-posedness is checked (plus the grid's own points)
 X_PROBES = (-3.0, -1.0, 0.0, 0.5, 2.0)
@@ -158,7 +158,19 @@ class CompiledSpec:
 
 
 def numeric_terms(ir: SpecIR, params: dict) -> dict:
-    exprs = {t.name: t.expr.xreplace(params) for t in ir.terms}
+    fparams = {k: sp.Float(v) for k, v in params.items()}
+    exprs = {}
+    for t in ir.terms:
+        try:
+            e = sp.sympify(t.expr.xreplace(fparams))
+            problem = constant_problem(e)
+        except (OverflowError, ValueError, TypeError):  # sympy evaluates functions of floats as it builds them
+            e, problem = None, "overflows float64 (about 1.8e308)"
+        if problem:
+            shown = ", ".join(f"{k} = {v:g}" for k, v in params.items() if k in t.expr.free_symbols)
+            raise SpecValueError(f"{t.name}, with {shown or 'the param values'}, {problem}.", t.span,
+                                 "Choose param values that keep every term a finite real number.")
+        exprs[t.name] = e
     exprs["w_gan"] = sp.expand(exprs["beta"] - exprs["g2"] / 2)
     exprs["w_score"] = exprs["g2"] / 2
     exprs["noise2"] = exprs["g2"] - exprs["lambda2"]
@@ -167,9 +179,25 @@ def numeric_terms(ir: SpecIR, params: dict) -> dict:
 
 def compile_spec(ir: SpecIR, sets: dict[str, str] | None = None, run: dict[str, str] | RunConfig | None = None,
                  check: bool = True) -> CompiledSpec:
+    with deep_work(Span(ir.file, 1, 1) if ir.file else None, f"spec {ir.name!r}"):
+        return _compile(ir, sets, run, check)
+
+
+def _compile(ir: SpecIR, sets, run, check: bool) -> CompiledSpec:
     params = resolve_params(ir, sets)
     cfg = run if isinstance(run, RunConfig) else run_config(ir.run, run)
     spec = CompiledSpec(ir, params, cfg, numeric_terms(ir, params))
+    for k, v in ir.prior.kwargs:  # the prior's arguments are finite real numbers too
+        try:
+            val = sp.sympify(v.xreplace({s: sp.Float(x) for s, x in params.items()}))
+            problem = constant_problem(val)
+            if problem is None and not math.isfinite(float(val)):
+                problem = "is not a finite real number"
+        except (OverflowError, ValueError, TypeError):
+            problem = "is not a finite real float64 number"
+        if problem:
+            raise SpecValueError(f"the prior's {k} = {v} {problem}.", ir.prior.span,
+                                 "Give the prior a finite real mean and a scale > 0.")
     if check:
         check_well_posed(spec)
     return spec

@@ -7,6 +7,8 @@ caret, like a compiler does.
 
 from __future__ import annotations
 
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 
@@ -27,8 +29,14 @@ class Span:
         if not self.text:
             return ""
         line = self.text.rstrip("\n").expandtabs(1)
-        width = max(1, min(self.length, len(line) - self.column + 1))
-        return f"    {line}\n    {' ' * (self.column - 1)}{'^' * width}"
+        col = self.column
+        width = max(1, min(self.length, len(line) - col + 1, 60))
+        if len(line) > 120:  # a long line: a window around the place
+            lo = max(0, col - 1 - 50)
+            hi = min(len(line), col - 1 + width + 50)
+            line = ("..." if lo else "") + line[lo:hi] + ("..." if hi < len(line) else "")
+            col = col - lo + (3 if lo else 0)
+        return f"    {line}\n    {' ' * (col - 1)}{'^' * width}"
 
 
 def span_from_text(file: str, text: str, line: int, column: int, length: int = 1) -> Span:
@@ -87,3 +95,30 @@ class DataError(DfcError):
 
 class NumericalError(DfcError):
     """The simulation produced non-finite values."""
+
+
+class SpecValueError(DfcError):
+    """A constant in a spec (a param, a literal, a constant sub-expression) is not a finite real number."""
+
+
+class LimitError(DfcError):
+    """An input beyond one of dfc's stated limits (expression size or nesting, exponents, particles,
+    steps, file sizes, memory): refused before the work starts."""
+
+
+RECURSION_LIMIT = 6000  # while a spec is parsed and compiled (its nesting is bounded by dfc.syntax.MAX_DEPTH)
+
+
+@contextmanager
+def deep_work(span: Span | None, what: str = "the spec"):
+    """Room for the recursion a nested (but size-checked) spec needs; a RecursionError that still
+    happens is reported as a LimitError at `span` instead of a traceback (the last resort)."""
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old, RECURSION_LIMIT))
+    try:
+        yield
+    except RecursionError:
+        raise LimitError(f"{what} is nested too deeply for dfc to process.", span,
+                         "Split deep expressions into named definitions.") from None
+    finally:
+        sys.setrecursionlimit(old)

@@ -253,3 +253,28 @@ def atomic_save_figure(path: str | os.PathLike, fig: Any, dpi: int = 150) -> Pat
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt, dpi=dpi)
     return atomic_write_bytes(target, buf.getvalue())
+
+
+MAX_INPUT_BYTES = 2**30  # a checkpoint or data file dfc reads: 1 GiB at most
+
+
+def check_input_file(path, what: str, limit: int | None = None) -> None:
+    """Refuse, before reading, a path that is not a regular file (a device such as /dev/zero, a pipe)
+    or that is larger than `limit` bytes. A missing path or a directory is left to the reader's own message."""
+    import stat as _stat
+
+    from dfc.errors import DataError, LimitError
+
+    limit = MAX_INPUT_BYTES if limit is None else limit
+    try:
+        st = os.stat(path)
+    except OSError:
+        return
+    if _stat.S_ISDIR(st.st_mode):
+        return
+    if not _stat.S_ISREG(st.st_mode):
+        raise DataError(f"the {what} {path} is not a regular file (a device, a pipe or a socket); dfc reads only "
+                        f"regular files.", None, f"Give the path of the {what} itself.")
+    if st.st_size > limit:
+        raise LimitError(f"the {what} {path} has {st.st_size:,} bytes; dfc reads files of at most {limit:,} bytes.",
+                         None, f"Give a smaller {what}.")

@@ -7,10 +7,11 @@ command-line option it came from).
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, replace
 
-from dfc.errors import ConfigError, DfcError, Span
+from dfc.errors import ConfigError, DfcError, LimitError, Span
 from dfc.syntax import RCall, RunEntry, parse_run_value, run_text
 
 SOLVERS = ("euler", "heun", "milstein", "srk")
@@ -66,9 +67,19 @@ def _err(entry_key: str, message: str, span: Span | None, hint: str | None = Non
     return ConfigError(where + message, span, hint)
 
 
-def _number(key, value, span, kind=float, lo=None, strict=False):
+MAX_STEPS = 1_000_000  # time steps of one run
+MAX_SAMPLES = 100_000_000  # particles of one run (memory is checked too, dfc.sample.check_memory)
+
+
+def _number(key, value, span, kind=float, lo=None, strict=False, hi=None):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _err(key, f"`{key}` must be a number, got {run_text(value)}.", span)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _err(key, f"`{key}` must be a finite number, got {value}.", span)
+    if hi is not None and value > hi:
+        raise LimitError((f"run entry `{key}`: " if span is None else "") +
+                         f"`{key}` = {value:g} is beyond dfc's limit of {hi:,}.", span,
+                         f"Use at most {hi:,} {key}.")
     if kind is int and float(value) != int(value):
         raise _err(key, f"`{key}` must be a whole number, got {value}.", span)
     v = kind(value)
@@ -157,9 +168,9 @@ def apply_entry(cfg: RunConfig, key: str, value, span: Span | None) -> RunConfig
     if key == "backend":
         return replace(cfg, backend=_choice(key, value, BACKENDS, span))
     if key == "steps":
-        return replace(cfg, steps=_number(key, value, span, int, lo=1))
+        return replace(cfg, steps=_number(key, value, span, int, lo=1, hi=MAX_STEPS))
     if key == "samples":
-        return replace(cfg, samples=_number(key, value, span, int, lo=2))
+        return replace(cfg, samples=_number(key, value, span, int, lo=2, hi=MAX_SAMPLES))
     if key == "seed":
         return replace(cfg, seed=_number(key, value, span, int, lo=0))
     if key == "grid":

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from dfc.compiler import CompiledSpec, compile_spec
-from dfc.errors import ConfigError
+from dfc.errors import ConfigError, LimitError
 from dfc.fields import Drift, make_estimator
 from dfc.grids import clock_steps
 from dfc.spec import SpecIR, load_spec
@@ -75,8 +75,8 @@ def learned_fields(spec: CompiledSpec, target, path: Path, span=None):
 
     try:
         learned = load_score(path, spec.run.device, target.dtype, data_target=target)
-    except DataError as exc:
-        raise DataError(exc.message, span, exc.hint) from None
+    except (DataError, LimitError) as exc:
+        raise type(exc)(exc.message, span, exc.hint) from None
     if learned.dim != target.dim:
         raise ConfigError(f"the learned score {path} is {learned.dim}-dimensional, the target {target.dim}-dimensional.",
                           span, "Train the score on this target.")
@@ -132,6 +132,38 @@ def sample_prior(spec: CompiledSpec, target, n: int, generator: torch.Generator)
     return (y + spec.at("sigma", spec.t0) * eps) / spec.at("u", spec.t0)
 
 
+MEMORY_FACTOR = 16  # float32 copies of the particles the sampler and its metrics hold at once, at most
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (MemAvailable of /proc/meminfo, else psutil), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:  # not installed, or no answer: no check
+        return None
+
+
+def check_memory(n: int, dim: int, span=None, what: str = "samples") -> None:
+    """Refuse, before allocating, a particle cloud whose sampler would not fit in memory:
+    N × D × 4 bytes × MEMORY_FACTOR against the memory available."""
+    need = int(n) * int(dim) * 4 * MEMORY_FACTOR
+    have = available_memory()
+    if have is not None and need > have:
+        fit = max(2, have // (int(dim) * 4 * MEMORY_FACTOR))
+        raise LimitError(f"{n:,} {what} in {dim} dimensions need about {need / 2**30:.1f} GiB "
+                         f"({n:,} × {dim} × 4 bytes × {MEMORY_FACTOR} working copies), and {have / 2**30:.1f} GiB "
+                         f"of memory is available.", span, f"Use at most about {fit:,} {what} (--samples).")
+
+
 def generator_for(device: str, seed: int) -> torch.Generator:
     return torch.Generator(device=torch.device(device)).manual_seed(seed)
 
@@ -149,6 +181,8 @@ def simulate(spec: CompiledSpec, target, n: int | None = None, progress=None, x0
     device = str(target.device)
     gen = generator_for(device, seed)
     if x0 is None:
+        if device == "cpu":
+            check_memory(n, target.dim, cfg.spans.get("samples"))
         x0 = sample_prior(spec, target, n, gen)
     estimator = make_gan_field(spec, target)
     drift = Drift(spec, make_fields(spec, target) if fields is None else fields, estimator)

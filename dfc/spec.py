@@ -8,6 +8,7 @@ params, the prior and the run entries. Parameter values are applied later, by
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 from importlib import resources
@@ -15,8 +16,9 @@ from pathlib import Path
 
 import sympy as sp
 
-from dfc.errors import ConfigError, SpecCycleError, SpecNameError, SpecSyntaxError, Span
-from dfc.symbolic import CONSTANTS, FUNCTIONS, D, T, X, number
+from dfc.errors import ConfigError, DfcError, deep_work, LimitError, SpecCycleError, SpecNameError, SpecSyntaxError, \
+    SpecValueError, Span
+from dfc.symbolic import CONSTANTS, FUNCTIONS, D, T, X, constant_problem, number, power
 from dfc.syntax import BinOp, Call, Ddt, Definition, Neg, Num, PriorStmt, RunEntry, SpecSyntax, Var, \
     parse_expr, read_spec_file
 
@@ -124,8 +126,9 @@ def find_spec(name_or_path: str, near: Path | None = None, span: Span | None = N
 
 def load_spec(name_or_path: str | Path) -> SpecIR:
     path = find_spec(str(name_or_path))
-    chain = _load_chain(path, [], None)
-    return _build(chain)
+    with deep_work(Span(str(path), 1, 1)):
+        chain = _load_chain(path, [], None)
+        return _build(chain)
 
 
 def load_spec_text(text: str, file: str = "<string>", near: Path | None = None) -> SpecIR:
@@ -136,12 +139,13 @@ def load_spec_text(text: str, file: str = "<string>", near: Path | None = None) 
     from dfc.syntax import parse_dfs, parse_yaml
 
     is_yaml = text.lstrip().startswith("spec:")
-    syn = parse_yaml(text, file) if is_yaml else parse_dfs(text, file)
-    if syn.extends is None:
-        return _build([syn])
-    parent_name, parent_span = syn.extends
-    parent = find_spec(parent_name, near, parent_span)
-    return _build(_load_chain(parent, [], parent_span) + [syn])
+    with deep_work(Span(file, 1, 1)):
+        syn = parse_yaml(text, file) if is_yaml else parse_dfs(text, file)
+        if syn.extends is None:
+            return _build([syn])
+        parent_name, parent_span = syn.extends
+        parent = find_spec(parent_name, near, parent_span)
+        return _build(_load_chain(parent, [], parent_span) + [syn])
 
 
 def _load_chain(path: Path, seen: list[Path], span: Span | None) -> list[SpecSyntax]:
@@ -244,15 +248,24 @@ class _Builder:
         return syms, body
 
     def expr(self, node, scope: dict[str, sp.Symbol], where: str) -> sp.Expr:
+        value = self._expr(node, scope, where)
+        if isinstance(node, (BinOp, Call, Ddt)):  # every constant part is a finite real number, said where
+            problem = constant_problem(value)
+            if problem:
+                raise SpecValueError(f"`{_span_text(node.span)}` {problem}.", node.span,
+                                     "Every constant in a spec must be a finite real number.")
+        return value
+
+    def _expr(self, node, scope: dict[str, sp.Symbol], where: str) -> sp.Expr:
         ex = lambda n: self.expr(n, scope, where)  # noqa: E731
         if isinstance(node, Num):
-            return number(node.text)
+            return number(node.text, node.span)
         if isinstance(node, Neg):
             return -ex(node.operand)
         if isinstance(node, BinOp):
             a, b = ex(node.left), ex(node.right)
             return {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b,
-                    "/": lambda: a / b, "^": lambda: a**b}[node.op]()
+                    "/": lambda: a / b, "^": lambda: power(a, b, node.span)}[node.op]()
         if isinstance(node, Ddt):
             if "t" not in scope:
                 raise SpecNameError(f"d/dt needs `t` among the arguments of {where}.", node.span,
@@ -316,6 +329,23 @@ class _Builder:
         names = sorted(set(self.params) | set(self.defs))
         funcs = ", ".join(sorted(FUNCTIONS))
         return f"Known here: {', '.join(names) or 'none'}; functions: {funcs}; constant: pi."
+
+
+def _span_text(span: Span | None) -> str:
+    """The source text a span covers (on its line), shortened when long."""
+    if span is None or not span.text:
+        return "this expression"
+    start = span.column - 1
+    end = start + span.length
+    if span.text[end : end + 1] == "(":  # a call: its name, then up to the matching parenthesis
+        depth = 0
+        for i in range(end, len(span.text)):
+            depth += {"(": 1, ")": -1}.get(span.text[i], 0)
+            if depth == 0:
+                end = i + 1
+                break
+    text = span.text[start:end].strip() or "this expression"
+    return text if len(text) <= 60 else text[:40] + " ... " + text[-12:]
 
 
 def _build(chain: list[SpecSyntax]) -> SpecIR:
@@ -449,13 +479,21 @@ def resolve_params(ir: SpecIR, overrides: dict[str, str | float] | None = None,
                                  p.span if p else None)
         visiting.append(name)
         e = exprs[name]
-        subs = {s: value(s.name) for s in e.free_symbols}
-        v = float(e.xreplace(subs).evalf())
+        subs = {s: sp.Float(value(s.name)) for s in e.free_symbols}
+        p = ir.param(name)
+        where = f"--set {name}" if name in overrides else f"param {name}"
+        try:
+            val = sp.sympify(e.xreplace(subs))
+            problem = constant_problem(val)
+            v = float(val.evalf()) if problem is None else math.nan
+        except (TypeError, ValueError, OverflowError):  # complex, or beyond float64
+            problem, v = "is not a finite real number", math.nan
         visiting.pop()
-        if v != v or v in (float("inf"), float("-inf")):
-            p = ir.param(name)
-            where = f"--set {name}" if name in overrides else f"param {name}"
-            raise ConfigError(f"{where} is not a finite number ({v}).", p.span if p else None)
+        if problem or not math.isfinite(v):
+            why = problem or f"is not a finite float64 number ({v})"
+            shown = overrides[name] if name in overrides else (p.text if p else str(e))
+            raise SpecValueError(f"{where} = {_short_text(shown)} {why}.", p.span if p and name not in overrides
+                                 else None, f"Give {name} a finite real value, e.g. --set {name}=0.5.")
         values[name] = v
         return v
 
@@ -475,8 +513,17 @@ def _override_value(ir: SpecIR, name: str, value, option: str) -> sp.Expr:
         body, _ = parse_expr(value, f"{option} {name}")
         return _Builder({p.name: None for p in ir.params}, {}).expr(body, {}, f"{option} {name}")
     except (SpecSyntaxError, SpecNameError) as exc:
-        raise ConfigError(f"{option} {name}={value}: the value is not a number or an expression of params "
-                          f"({exc.message}).") from None
+        raise ConfigError(f"{option} {name}={_short_text(value)}: the value is not a number or an expression of "
+                          f"params ({exc.message}).") from None
+    except RecursionError:
+        raise LimitError(f"{option} {name}=...: the value nests too deeply.", None, "Write a shorter value.") from None
+    except DfcError as exc:
+        raise type(exc)(f"{option} {name}={_short_text(value)}: {exc.message}", None, exc.hint) from None
+
+
+def _short_text(text: str) -> str:
+    text = str(text)
+    return text if len(text) <= 60 else f"{text[:40]} ... ({len(text)} characters)"
 
 
 def did_you_mean(name: str, known, what: str = "") -> str | None:

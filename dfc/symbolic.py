@@ -10,13 +10,14 @@ module and the checks).
 from __future__ import annotations
 
 import math
+import re
 from typing import Callable
 
 import numpy as np
 import sympy as sp
 import torch
 
-from dfc.errors import DfcError, SpecNameError
+from dfc.errors import DfcError, LimitError, SpecNameError, SpecValueError
 
 T = sp.Symbol("t", real=True)
 X = sp.Symbol("x", real=True)
@@ -49,9 +50,122 @@ FUNCTIONS: dict[str, tuple[int, int | None, Callable]] = {
 CONSTANTS = {"pi": sp.pi}
 
 
-def number(text: str) -> sp.Expr:
-    """Exact rational for a decimal literal, so `0.5` prints as 1/2 and simplifies exactly."""
+# ---------------------------------------------------------------------------------------
+# Limits on what a spec may ask of exact arithmetic (README "Checks"): numbers stay exact
+# rationals where that is cheap, and are evaluated in floating point (or refused) where it is not.
+
+from dfc.syntax import MAX_LITERAL_CHARS  # noqa: E402 - a number literal has at most this many characters
+MAX_EXACT_BITS = 100_000  # a constant power is computed exactly only if its result has at most this many bits
+MAX_EXPONENT = 1000  # |n| in EXPR^n when EXPR depends on t, x or a param
+FLOAT_MAX = 1.7976931348623157e308
+_NONFINITE = (sp.zoo, sp.nan, sp.oo, sp.S.NegativeInfinity)
+_LITERAL = re.compile(r"^[+-]?(\d*)\.?(\d*)(?:[eE]([+-]?\d+))?$")
+
+
+def number(text: str, span=None) -> sp.Expr:
+    """Exact rational for a decimal literal, so `0.5` prints as 1/2 and simplifies exactly.
+    A literal beyond float64's range (or longer than MAX_LITERAL_CHARS) is refused at `span`."""
+    text = text.strip()
+    m = _LITERAL.match(text)
+    if len(text) > MAX_LITERAL_CHARS or m is None:
+        raise LimitError(f"the number literal {text[:20]}... has {len(text)} characters; dfc reads literals of at "
+                         f"most {MAX_LITERAL_CHARS}.", span, "Write it with an exponent, e.g. 1.5e30.")
+    digits = (m.group(1) + m.group(2)).lstrip("0")
+    if digits:
+        exp10 = int(m.group(3) or 0) - len(m.group(2)) + len(digits) - 1  # decimal exponent of the leading digit
+        if exp10 > 308 or (exp10 == 308 and float(text) > FLOAT_MAX):
+            raise SpecValueError(f"the number {text} is beyond float64's range (about 1.8e308).", span,
+                                 "Use a smaller number: every value dfc computes with is a float64.")
+        if exp10 < -330:  # below the smallest float64: it is 0 in every computation
+            return sp.Integer(0)
     return sp.Rational(text)
+
+
+def _bits(r: sp.Rational) -> int:
+    return max(int(r.p).bit_length(), int(r.q).bit_length())
+
+
+def _mpf(r):
+    import mpmath
+
+    return mpmath.mpf(r.p) / r.q if isinstance(r, sp.Rational) else mpmath.mpf(float(r))
+
+
+def power(a: sp.Expr, b: sp.Expr, span=None) -> sp.Expr:
+    """a^b with bounded work: an exact power of two numbers only when the result is small
+    (MAX_EXACT_BITS), else a float64 value (or an error when it is not one); an expression in
+    t, x or params raised to a number only up to |n| <= MAX_EXPONENT."""
+    if b.is_Number and a.free_symbols and abs(b) > MAX_EXPONENT:
+        raise LimitError(f"the exponent {_short(b)} is beyond dfc's limit of {MAX_EXPONENT} for a power of an "
+                         f"expression in t, x or params.", span, "Use a smaller exponent.")
+    if not (a.is_Number and b.is_Number):
+        return a**b
+    if a == 0:
+        if b < 0:
+            raise SpecValueError(f"0^{_short(b)} is not finite (a division by zero).", span,
+                                 "Keep the base of a negative power away from 0.")
+        return sp.Integer(1) if b == 0 else sp.Integer(0)
+    exact = isinstance(a, sp.Rational) and isinstance(b, sp.Rational)
+    if exact and abs(b.p) <= MAX_EXACT_BITS and b.q <= 64 and _bits(a) * abs(b.p) <= MAX_EXACT_BITS:
+        return a**b  # small: exact (roots stay symbolic: 2^(1/2) is sqrt(2))
+    if a < 0 and not (b.is_Integer or (isinstance(b, sp.Float) and float(b).is_integer())):
+        raise SpecValueError(f"{_short(a)}^{_short(b)} is not a real number (a negative base to a fractional power).",
+                             span, "Make the base non-negative.")
+    import mpmath
+
+    with mpmath.workprec(64):
+        mag = mpmath.power(abs(_mpf(a)), _mpf(b))
+        if mag > FLOAT_MAX:
+            raise SpecValueError(f"{_short(a)}^{_short(b)} is about 10^{float(mpmath.log10(mag)):.4g}, beyond "
+                                 f"float64's range (about 1.8e308).", span, "Use a smaller base or exponent.")
+        value = float(mag)
+    if a < 0 and int(b) % 2:
+        value = -value
+    return sp.Float(value)
+
+
+def _short(e) -> str:
+    s = str(e)
+    return s if len(s) <= 24 else f"{s[:10]}...{s[-6:]} ({len(s)} characters)"
+
+
+def constant_problem(e: sp.Expr) -> str | None:
+    """Why `e` (or a constant part of it) is not a finite real float64 number, or None when nothing is wrong.
+    Constant parts are evaluated numerically (15 digits), never asked symbolically: sympy's assumptions
+    evaluate towers such as exp(exp(exp(...))) at growing precision without bound."""
+    if e.has(*_NONFINITE):
+        return "is not finite (a division by zero, log(0), an infinity)"
+    if e.has(sp.I):
+        return "is not a real number (the square root or log of a negative number?)"
+    stack = [e]
+    while stack:
+        node = stack.pop()
+        if node.is_Atom:
+            if node.is_Float and not math.isfinite(float(node)):
+                return "is beyond float64's range (about 1.8e308)"
+            continue
+        if not node.free_symbols:
+            why = _numeric_problem(node)
+            if why:
+                return why
+            continue
+        stack.extend(node.args)
+    return None
+
+
+def _numeric_problem(node: sp.Expr) -> str | None:
+    try:
+        v = node.evalf(15)
+        if v.has(*_NONFINITE):
+            return "is not finite (a division by zero, log(0), an infinity)"
+        re_, im = (complex(v).real, complex(v).imag)
+    except (OverflowError, TypeError, ValueError):
+        return "is beyond float64's range (about 1.8e308), or not a number"
+    if not (math.isfinite(re_) and math.isfinite(im)):
+        return "is beyond float64's range (about 1.8e308)"
+    if abs(im) > 1e-12 * max(1.0, abs(re_)):
+        return "is not a real number (a root or log of a negative number?)"
+    return None
 
 
 # ---------------------------------------------------------------------------------------
@@ -132,7 +246,10 @@ def lower(expr: sp.Expr, args: tuple[sp.Symbol, ...]) -> Callable:
             i = index[e]
             return lambda vals: vals[i]
         if e.is_Number or e in (sp.pi, sp.E) or (not e.free_symbols and e.is_real):
-            c = float(e)
+            try:
+                c = float(e)
+            except (OverflowError, TypeError, ValueError):  # beyond float64: the checks report it, located
+                c = math.nan
             return lambda vals: c
         if e.free_symbols - set(args):
             names = ", ".join(sorted(str(s) for s in e.free_symbols - set(args)))

@@ -17,7 +17,13 @@ import yaml
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
-from dfc.errors import Span, SpecSyntaxError, span_from_text
+from dfc.errors import DfcError, LimitError, Span, SpecSyntaxError, span_from_text
+
+# Limits on the size of what is parsed (README "Checks"); each is refused with its place.
+MAX_SPEC_BYTES = 1_000_000  # a spec file
+MAX_DEPTH = 200  # nesting of an expression: each operator, unary minus, call and list is a level
+MAX_NODES = 20_000  # operators, calls, numbers and names in one file or expression
+MAX_LITERAL_CHARS = 400  # a number literal (as in dfc.symbolic)
 
 # ---------------------------------------------------------------------------------------
 # Expression syntax tree
@@ -188,8 +194,13 @@ class _ToSyntax(Transformer):
         text = str(items[0])
         return {"true": True, "false": False}.get(text, text)
 
-    def rnumber(self, items):
-        return _number(str(items[0]))
+    @v_args(meta=True)
+    def rnumber(self, meta, items):
+        text = str(items[0])
+        if len(text) > MAX_LITERAL_CHARS:
+            raise LimitError(f"the number {text[:20]}... has {len(text)} characters; dfc reads numbers of at most "
+                             f"{MAX_LITERAL_CHARS}.", self._span(meta), "Write it with an exponent, e.g. 1e6.")
+        return _number(text)
 
     def rstring(self, items):
         return str(items[0])[1:-1]
@@ -327,18 +338,54 @@ def _pretty_terminal(name: str) -> str:
     return f"'{name.lower()}'" if name.isupper() else name
 
 
+def check_size(tree, src: str, file: str, line_offset: int = 0, col_offset: int = 0) -> None:
+    """Refuse a parse tree nested deeper than MAX_DEPTH or larger than MAX_NODES, at the first place
+    beyond the limit (an iterative walk: nothing here recurses)."""
+    from lark import Tree
+
+    nodes = 0
+    stack = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        over_depth = depth > MAX_DEPTH
+        if over_depth or nodes > MAX_NODES:
+            meta = getattr(node, "meta", None)
+            line, col = getattr(meta, "line", 1), getattr(meta, "column", 1)
+            span = span_from_text(file, src, line, col)
+            if line == 1 and col_offset:
+                span = Span(file, line + line_offset, col + col_offset, " " * col_offset + span.text)
+            elif line_offset:
+                span = Span(file, line + line_offset, col, span.text)
+            if over_depth:
+                raise LimitError(f"the expression nests more than {MAX_DEPTH} levels deep here (each operator, "
+                                 f"unary minus, call and bracket of a list is a level; a chain of N additions is N "
+                                 f"levels); dfc accepts at most {MAX_DEPTH}.", span,
+                                 "Split it into named definitions, or group a long sum with parentheses.")
+            raise LimitError(f"the text has more than {MAX_NODES} operators, numbers and names; dfc accepts at most "
+                             f"{MAX_NODES} in one spec or expression.", span, "Write a smaller spec.")
+        for c in getattr(node, "children", ()):
+            if isinstance(c, Tree):
+                stack.append((c, depth + 1))
+
+
+def _transform(tx: "_ToSyntax", tree):
+    try:
+        return tx.transform(tree)
+    except Exception as exc:  # lark wraps errors raised in callbacks
+        inner = getattr(exc, "orig_exc", exc)
+        if isinstance(inner, DfcError):
+            raise inner from None
+        raise
+
+
 def parse_dfs(src: str, file: str = "<spec>") -> SpecSyntax:
     try:
         tree = _parser().parse(src, start="start")
     except LarkError as exc:
         raise _syntax_error(exc, src, file) from None
-    try:
-        return _Statements(src, file).transform(tree)
-    except Exception as exc:  # lark wraps errors raised in callbacks
-        inner = getattr(exc, "orig_exc", exc)
-        if isinstance(inner, SpecSyntaxError):
-            raise inner from None
-        raise
+    check_size(tree, src, file)
+    return _transform(_Statements(src, file), tree)
 
 
 def parse_expr(text: str, file: str = "<expr>", line: int = 1, column: int = 1) -> tuple[object, str]:
@@ -348,7 +395,8 @@ def parse_expr(text: str, file: str = "<expr>", line: int = 1, column: int = 1) 
         tree = _parser().parse(text, start="expr")
     except LarkError as exc:
         raise _syntax_error(exc, text, file, line - 1, column - 1) from None
-    return _ToSyntax(text, file, line - 1, column - 1).transform(tree), text.strip()
+    check_size(tree, text, file, line - 1, column - 1)
+    return _transform(_ToSyntax(text, file, line - 1, column - 1), tree), text.strip()
 
 
 def parse_run_value(text: str, file: str = "<option>", line: int = 1, column: int = 1) -> object:
@@ -358,7 +406,31 @@ def parse_run_value(text: str, file: str = "<option>", line: int = 1, column: in
         tree = _parser().parse(text, start="rvalue")
     except LarkError as exc:
         raise _syntax_error(exc, text, file, line - 1, column - 1) from None
-    return _ToSyntax(text, file, line - 1, column - 1).transform(tree)
+    check_size(tree, text, file, line - 1, column - 1)
+    return _transform(_ToSyntax(text, file, line - 1, column - 1), tree)
+
+
+_YAML_OPEN = ("BlockMappingStartToken", "BlockSequenceStartToken", "FlowMappingStartToken", "FlowSequenceStartToken")
+_YAML_CLOSE = ("BlockEndToken", "FlowMappingEndToken", "FlowSequenceEndToken")
+
+
+def _yaml_depth(src: str, file: str) -> None:
+    """Refuse YAML nested deeper than MAX_DEPTH before composing it (PyYAML's composer recurses)."""
+    depth = 0
+    try:
+        for tok in yaml.scan(src):
+            name = type(tok).__name__
+            if name in _YAML_OPEN:
+                depth += 1
+                if depth > MAX_DEPTH:
+                    m = tok.start_mark
+                    raise LimitError(f"the YAML nests more than {MAX_DEPTH} levels deep here; dfc accepts at most "
+                                     f"{MAX_DEPTH}.", span_from_text(file, src, m.line + 1, m.column + 1),
+                                     "A spec's YAML is a mapping of short values: flatten the lists.")
+            elif name in _YAML_CLOSE:
+                depth -= 1
+    except yaml.YAMLError:
+        return  # yaml.compose reports it, with its place
 
 
 # ---------------------------------------------------------------------------------------
@@ -408,8 +480,11 @@ def _yaml_to_run_value(node, file, src):
 
 
 def parse_yaml(src: str, file: str = "<spec>") -> SpecSyntax:
+    _yaml_depth(src, file)
     try:
         root = yaml.compose(src)  # nodes with positions; constructs no python objects
+    except RecursionError:
+        raise LimitError("the YAML nests too deeply.", Span(file, 1, 1), "Flatten the lists.") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         span = span_from_text(file, src, mark.line + 1, mark.column + 1) if mark else Span(file, 1, 1)
@@ -503,6 +578,13 @@ run_text = _run_text
 def read_spec_file(path: str | Path) -> SpecSyntax:
     path = Path(path)
     try:
+        st = path.stat()
+        if path.exists() and not path.is_dir() and not path.is_file():
+            raise SpecSyntaxError(f"spec file {str(path)!r} is not a regular file (a device, a pipe?).", None,
+                                  "Give the path of a .dfs or .yaml file.")
+        if st.st_size > MAX_SPEC_BYTES:
+            raise LimitError(f"spec file {str(path)!r} has {st.st_size:,} bytes; dfc reads spec files of at most "
+                             f"{MAX_SPEC_BYTES:,} bytes.", None, "A spec is a short text: write a smaller one.")
         src = path.read_text()
     except FileNotFoundError:
         raise SpecSyntaxError(f"no spec file {str(path)!r}.", None,

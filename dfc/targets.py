@@ -892,6 +892,9 @@ def load_npy(path: str | Path, *, name: str | None = None, **kwargs: Any) -> Dat
     """
     path = Path(path)
     shown = str(path)
+    from dfc.io import check_input_file
+
+    check_input_file(path, "data file")
     try:
         obj = np.load(path, allow_pickle=False)
     except FileNotFoundError:
