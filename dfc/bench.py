@@ -77,7 +77,7 @@ def results_dir(out: Path | None = None) -> Path:
 def results_md(results: Path) -> Path:
     """RESULTS.md for a results folder: benchmarks/RESULTS.md for the source tree's, else beside the results."""
     return ROOT / "benchmarks" / "RESULTS.md" if results.resolve() == RESULTS.resolve() else results / "RESULTS.md"
-HARNESS = 4  # part of every cache key: bump it when what a cell computes changes
+HARNESS = 5  # part of every cache key: bump it when what a cell computes changes
 METRIC = "sliced_w2"  # the headline quality metric (lower is better)
 METRICS = {  # name -> (title, lower is better)
     "sliced_w2": ("sliced W2", True),
@@ -89,6 +89,7 @@ METRICS = {  # name -> (title, lower is better)
     "hq": ("share of high-quality samples", False),
 }
 FLOOR_DRAWS = 8
+BENCH_POINTS = 5_000  # MMD and energy distance above FULL_MAX samples: on this many points of each cloud (quality)
 DENOISE_BELOW = 0.02
 SUITE_KEYS = {"name", "specs", "peers", "targets", "nfe", "seeds", "samples", "nll_targets", "nll_points"}
 
@@ -259,6 +260,31 @@ def _reference(target, n: int, seed: int):
     return target.sample(n, torch.Generator().manual_seed(10_000 + seed))
 
 
+def reference_scales(ref: torch.Tensor) -> list[float] | None:
+    """The MMD bandwidths of every row of a target: from the reference draw alone (its two halves)."""
+    from dfc.metrics import default_mmd_scales
+
+    half = ref.shape[0] // 2
+    return default_mmd_scales(ref[:half], ref[half:]) if half >= 1 else None
+
+
+_REFERENCES: dict[tuple, tuple] = {}  # per worker process: (target, samples, seed) -> (target, ref, scales)
+
+
+def _cell_reference(cell: "Cell") -> tuple:
+    """The cell's target, reference draw and MMD bandwidths, made once per worker process
+    (every cell of a (target, seed, N) shares them; they are pure functions of that key)."""
+    from dfc.targets import make_target
+
+    key = (cell.target, cell.samples, cell.seed)
+    if key not in _REFERENCES:
+        target = make_target(cell.target).to(dtype=torch.float32)
+        ref = _reference(target, cell.samples, cell.seed).double()
+        _REFERENCES.clear()  # cells come sorted by cost, not by target: keep one entry, bounded memory
+        _REFERENCES[key] = (target, ref, reference_scales(ref))
+    return _REFERENCES[key]
+
+
 def _diverged(target) -> dict:
     out = {m: math.inf for m in ("sliced_w2", "mmd", "energy")}
     if target.gaussian is not None:
@@ -274,34 +300,30 @@ def _mixture(target) -> bool:
     return isinstance(target, GaussianMixture) and target.num_components > 1
 
 
-def quality(target, x: torch.Tensor, ref: torch.Tensor) -> dict:
+def quality(target, x: torch.Tensor, ref: torch.Tensor, scales: list[float] | None = None) -> dict:
     """Every metric that applies to `target`, of samples `x` against the reference draw `ref`.
 
-    sliced W2 (with `sliced_w2_se`, its Monte Carlo error over the directions), MMD
-    (multi-scale RBF, bandwidths from the reference's median distance) and energy distance
-    always: exact (O(N²)) up to dfc.floors.FULL_MAX samples, above that the block estimates
-    of dfc.metrics (O(N · 1024)) with their standard errors `mmd_se`, `energy_se` (of the
-    distances, dfc.metrics.root_se); the KL and W2 of the fitted Gaussian on a Gaussian
-    target; the shares of modes captured and of high-quality samples on a mixture. A sample
-    with a non-finite point has diverged: distances inf, shares 0."""
-    from dfc.floors import FULL_MAX
-    from dfc.metrics import (default_mmd_scales, energy_block, energy_distance, fit_gaussian, gaussian_kl,
-                             gaussian_w2, mmd, mmd_block, mode_metrics, root_se, sliced_w2_se)
+    sliced W2 on every point (with `sliced_w2_se`, its Monte Carlo error over the directions),
+    MMD (multi-scale RBF with bandwidths `scales`, default `reference_scales(ref)`: one kernel
+    for every row of a target) and energy distance, as `dfc.floors.measure` computes them:
+    exact (O(N²)) up to dfc.floors.FULL_MAX samples; above that the block estimates with their
+    standard errors `mmd_se`, `energy_se` on a fixed subsample of BENCH_POINTS points of each
+    cloud, so that a cell's metrics cost O(BENCH_POINTS · BLOCK) whatever N (a floor row is
+    measured the same way, so rows and floor stay comparable). Then the KL and W2 of the
+    fitted Gaussian on a Gaussian target; the shares of modes captured and of high-quality
+    samples on a mixture. A sample with a non-finite point has diverged: distances inf, shares 0."""
+    from dfc.floors import measure, resolve_level
+    from dfc.metrics import fit_gaussian, gaussian_kl, gaussian_w2, mode_metrics
 
     x = x.detach().double().cpu()
     if not bool(torch.isfinite(x).all()):
         return _diverged(target)
-    half = ref.shape[0] // 2  # MMD bandwidths from the reference alone: one kernel for every row of a target
-    scales = default_mmd_scales(ref[:half], ref[half:]) if half >= 1 else None
-    sw, sw_se = sliced_w2_se(x, ref)
-    out = {"sliced_w2": sw, "sliced_w2_se": sw_se}
-    if max(x.shape[0], ref.shape[0]) > FULL_MAX:
-        m2, m2_se = mmd_block(x, ref, scales)
-        e2, e2_se = energy_block(x, ref)
-        out.update(mmd=math.sqrt(max(m2, 0.0)), mmd_se=root_se(m2, m2_se),
-                   energy=math.sqrt(max(e2, 0.0)), energy_se=root_se(e2, e2_se))
-    else:
-        out.update(mmd=mmd(x, ref, scales), energy=energy_distance(x, ref))
+    scales = reference_scales(ref) if scales is None else scales
+    level = resolve_level("auto", max(x.shape[0], ref.shape[0]))
+    m = measure(x, ref, level, points=BENCH_POINTS, scales=scales)
+    out = {k: m[k] for k in ("sliced_w2", "sliced_w2_se", "mmd", "energy")}
+    if level == "fast":
+        out.update(mmd_se=m["mmd_se"], energy_se=m["energy_se"])
     out["finite"] = True
     gauss = target.gaussian
     if gauss is not None:
@@ -320,25 +342,23 @@ def quality(target, x: torch.Tensor, ref: torch.Tensor) -> dict:
 
 def run_cell(cell: Cell) -> dict:
     """Run one cell in this process; returns a flat record (never raises for a sampler failure)."""
-    from dfc.targets import make_target
-
     torch.set_num_threads(1)  # cells run side by side in processes; timings are per core
     rec = {"kind": cell.kind, "name": cell.name, "label": cell.label, "target": cell.target,
            "nfe_budget": cell.nfe, "seed": cell.seed, "samples": cell.samples, "sets": dict(cell.sets)}
     target = None
     try:
-        target = make_target(cell.target).to(dtype=torch.float32)
-        ref = _reference(target, cell.samples, cell.seed).double()
+        target, ref, scales = _cell_reference(cell)
         if cell.kind == "floor":
-            rec.update(_run_floor(cell, target, ref))
+            rec.update(_run_floor(cell, target, ref, scales))
         elif cell.kind == "peer":
             from dfc.peers import run_peer
 
             cpu = time.process_time()
             x, cost = run_peer(cell.name, target, cell.samples, cell.nfe, cell.seed)
-            rec.update(**cost, cpu_s=time.process_time() - cpu, estimator_s=0.0, **quality(target, x, ref))
+            rec.update(**cost, cpu_s=time.process_time() - cpu, estimator_s=0.0,
+                       **quality(target, x, ref, scales))
         elif cell.kind == "spec":
-            rec.update(_run_spec(cell, target, ref))
+            rec.update(_run_spec(cell, target, ref, scales))
         else:
             rec.update(_run_nll(cell))
     except NumericalError as exc:  # the sampler blew up: a diverged row, not a failure
@@ -350,9 +370,9 @@ def run_cell(cell: Cell) -> dict:
     return rec
 
 
-def _run_floor(cell: Cell, target, ref) -> dict:
+def _run_floor(cell: Cell, target, ref, scales) -> dict:
     draws = [quality(target, target.sample(cell.samples, torch.Generator().manual_seed(20_000 + 100 * cell.seed + i)),
-                     ref) for i in range(FLOOR_DRAWS)]
+                     ref, scales) for i in range(FLOOR_DRAWS)]
     out = {k: sum(d[k] for d in draws) / len(draws) for k in draws[0] if k != "finite"}
     sw = [d["sliced_w2"] for d in draws]
     out["floor_sd"] = float(torch.tensor(sw).std())  # spread of one draw's distance to the reference
@@ -381,7 +401,7 @@ def bench_settings(cell: Cell) -> dict:
             "denoise": "true" if denoise else "false"}
 
 
-def _run_spec(cell: Cell, target, ref) -> dict:
+def _run_spec(cell: Cell, target, ref, scales) -> dict:
     from dfc.sample import simulate
 
     spec = _compile(cell, bench_settings(cell))
@@ -392,7 +412,7 @@ def _run_spec(cell: Cell, target, ref) -> dict:
     return {"nfe": cost["nfe"], "wall_s": cost["wall_s"], "cpu_s": cpu, "estimator_s": cost["estimator_s"],
             "steps": spec.run.steps,
             "denoise": spec.run.denoise, "clock": spec.run.clock, "grid": spec.run.grid, "solver": spec.run.solver,
-            "fields": spec.run.describe().get("fields", ""), **quality(target, data, ref)}
+            "fields": spec.run.describe().get("fields", ""), **quality(target, data, ref, scales)}
 
 
 def _run_nll(cell: Cell) -> dict:

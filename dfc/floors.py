@@ -73,9 +73,12 @@ def floor_name(metric: str) -> str:
     return "floor" if metric == "sliced_w2" else f"{metric}_floor"
 
 
-def measure(x: torch.Tensor, ref: torch.Tensor, level: str, tick: Tick | None = None) -> dict:
+def measure(x: torch.Tensor, ref: torch.Tensor, level: str, tick: Tick | None = None,
+            points: int = FAST_POINTS, scales: list[float] | None = None) -> dict:
     """Every metric of `level` ("full" or "fast") of samples `x` against the reference `ref`
-    (module doc); `tick(name)` is called before each metric is computed."""
+    (module doc); `tick(name)` is called before each metric is computed. The fast level's MMD
+    and energy distance use at most `points` points of each cloud; `scales` are the MMD
+    bandwidths (default: `dfc.metrics.default_mmd_scales` of the two clouds)."""
     from dfc.metrics import energy_block, mmd_block, root_se, sliced_w2_se
 
     if level not in ("full", "fast"):
@@ -85,9 +88,9 @@ def measure(x: torch.Tensor, ref: torch.Tensor, level: str, tick: Tick | None = 
     tick("sliced W2")
     sw, sw_se = sliced_w2_se(x, ref, n_proj=N_PROJ)
     if level == "fast":
-        x, ref = _subsample(x, FAST_POINTS), _subsample(ref, FAST_POINTS)
+        x, ref = _subsample(x, points), _subsample(ref, points)
     tick("MMD")
-    m2, m2_se = mmd_block(x, ref, block=block)
+    m2, m2_se = mmd_block(x, ref, scales, block=block)
     tick("energy distance")
     e2, e2_se = energy_block(x, ref, block=block)
     return {"sliced_w2": sw, "sliced_w2_se": sw_se,

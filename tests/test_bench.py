@@ -61,7 +61,7 @@ def test_an_edited_spec_is_recomputed(tmp_path):
 
 
 def test_a_crashed_cell_is_reported_and_not_cached(tmp_path, monkeypatch):
-    def boom(cell, target, ref):
+    def boom(cell, target, ref, scales):
         raise RuntimeError("out of luck")
 
     monkeypatch.setattr(b, "_run_spec", boom)
