@@ -12,10 +12,10 @@ The exact KDE is O(N²) and is skipped above 20,000 particles.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import torch
+from timing import best_of
 
 from dfc.fields import GaussFit
 from dfc.kde import KDE
@@ -46,11 +46,7 @@ def estimators(dim: int):
 def measure(law, est, n: int) -> dict:
     law = law.to(dtype=F64)
     x = law.sample(n, torch.Generator().manual_seed(n))
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        s, logp, h = est.query(x, x, 0.0, True)
-        best = min(best, time.perf_counter() - start)
+    best, (s, logp, h) = best_of(lambda: est.query(x, x, 0.0, True), 3)
     exact = law.score(x, h)  # the law smoothed by the estimate's own h (0 for the fit)
     rel = float((s - exact).pow(2).sum(1).mean().sqrt() / exact.pow(2).sum(1).mean().sqrt())
     logp_err = float((logp - law.log_prob(x, h)).abs().median())

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+from timing import best_of
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CASES = [  # (spec, target, sizes)
@@ -71,15 +72,8 @@ def one_evaluation(n: int = 100_000, sigma: float = 0.5) -> tuple[float, float]:
     target = make_target("grid25").to(dtype=torch.float32)
     g = torch.Generator().manual_seed(0)
     x = target.sample(n, g) + sigma * torch.randn(n, 2, generator=g)
-    kde, times = KDE(), {"s_p": math.inf, "field": math.inf}
-    for _ in range(5):
-        start = time.perf_counter()
-        kde.query(x, x, 0.0, False)
-        times["s_p"] = min(times["s_p"], time.perf_counter() - start)
-        start = time.perf_counter()
-        target.score(x, sigma)
-        times["field"] = min(times["field"], time.perf_counter() - start)
-    return times["s_p"], times["field"]
+    kde = KDE()
+    return best_of(lambda: kde.query(x, x, 0.0, False), 5)[0], best_of(lambda: target.score(x, sigma), 5)[0]
 
 
 def main() -> None:
