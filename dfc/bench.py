@@ -260,20 +260,13 @@ def _reference(target, n: int, seed: int):
     return target.sample(n, torch.Generator().manual_seed(10_000 + seed))
 
 
-def reference_scales(ref: torch.Tensor) -> list[float] | None:
-    """The MMD bandwidths of every row of a target: from the reference draw alone (its two halves)."""
-    from dfc.metrics import default_mmd_scales
-
-    half = ref.shape[0] // 2
-    return default_mmd_scales(ref[:half], ref[half:]) if half >= 1 else None
-
-
 _REFERENCES: dict[tuple, tuple] = {}  # per worker process: (target, samples, seed) -> (target, ref, scales)
 
 
 def _cell_reference(cell: "Cell") -> tuple:
     """The cell's target, reference draw and MMD bandwidths, made once per worker process
     (every cell of a (target, seed, N) shares them; they are pure functions of that key)."""
+    from dfc.floors import reference_scales
     from dfc.targets import make_target
 
     key = (cell.target, cell.samples, cell.seed)
@@ -318,7 +311,6 @@ def quality(target, x: torch.Tensor, ref: torch.Tensor, scales: list[float] | No
     x = x.detach().double().cpu()
     if not bool(torch.isfinite(x).all()):
         return _diverged(target)
-    scales = reference_scales(ref) if scales is None else scales
     level = resolve_level("auto", max(x.shape[0], ref.shape[0]))
     m = measure(x, ref, level, points=BENCH_POINTS, scales=scales)
     out = {k: m[k] for k in ("sliced_w2", "sliced_w2_se", "mmd", "energy")}

@@ -14,7 +14,9 @@ Metric levels (`dfc run --metrics`, `dfc.sample.evaluate(metrics=...)`):
 - ``auto`` (the default): full up to `FULL_MAX` samples, fast above.
 
 `measure` gives, for samples x against a reference draw: ``sliced_w2``, ``sliced_w2_se``,
-``mmd2``, ``mmd2_se``, ``mmd`` = sqrt(max(mmd2, 0)), ``mmd_se`` (`dfc.metrics.root_se`),
+``mmd2``, ``mmd2_se``, ``mmd`` = sqrt(max(mmd2, 0)), ``mmd_se`` (`dfc.metrics.root_se`; the
+multi-scale RBF kernel's bandwidths come from the reference draw alone, `reference_scales`, so
+a sample and the floor are measured with one kernel),
 and ``energy2``, ``energy2_se``, ``energy``, ``energy_se`` likewise. A NaN standard error
 (none exists) is reported as `None` by `dfc.sample.evaluate`.
 
@@ -51,7 +53,7 @@ FULL_MAX = 4096  # auto: the exact O(N²) statistics up to this many samples, bl
 BLOCK = 1024  # block size of the fast level's MMD and energy estimates
 FAST_POINTS = 20_000  # the fast level's MMD and energy use at most this many points of each cloud (a fixed subsample)
 N_PROJ = 256  # sliced W2 directions
-VERSION = 2  # part of every floor cache key
+VERSION = 3  # part of every floor cache key (3: MMD bandwidths from the reference alone)
 
 METRICS = ("sliced_w2", "mmd2", "mmd", "energy2", "energy")  # the metrics that get a floor
 
@@ -78,12 +80,14 @@ def measure(x: torch.Tensor, ref: torch.Tensor, level: str, tick: Tick | None = 
     """Every metric of `level` ("full" or "fast") of samples `x` against the reference `ref`
     (module doc); `tick(name)` is called before each metric is computed. The fast level's MMD
     and energy distance use at most `points` points of each cloud; `scales` are the MMD
-    bandwidths (default: `dfc.metrics.default_mmd_scales` of the two clouds)."""
+    bandwidths (default `reference_scales(ref)`: every sample measured against `ref`, and the
+    floor, share one kernel)."""
     from dfc.metrics import energy_block, mmd_block, root_se, sliced_w2_se
 
     if level not in ("full", "fast"):
         raise ConfigError(f"measure: level {level!r} must be full or fast.")
     tick = tick or (lambda name: None)
+    scales = reference_scales(ref) if scales is None else scales
     block = max(x.shape[0], ref.shape[0], 2) if level == "full" else BLOCK
     tick("sliced W2")
     sw, sw_se = sliced_w2_se(x, ref, n_proj=N_PROJ)
@@ -96,6 +100,16 @@ def measure(x: torch.Tensor, ref: torch.Tensor, level: str, tick: Tick | None = 
     return {"sliced_w2": sw, "sliced_w2_se": sw_se,
             "mmd2": m2, "mmd2_se": m2_se, "mmd": math.sqrt(max(m2, 0.0)), "mmd_se": root_se(m2, m2_se),
             "energy2": e2, "energy2_se": e2_se, "energy": math.sqrt(max(e2, 0.0)), "energy_se": root_se(e2, e2_se)}
+
+
+def reference_scales(ref: torch.Tensor) -> list[float] | None:
+    """The MMD bandwidths of everything measured against the reference draw `ref`: from `ref`
+    alone (`dfc.metrics.default_mmd_scales` of its two halves), so the kernel does not depend on
+    the sample being measured."""
+    from dfc.metrics import default_mmd_scales
+
+    half = ref.shape[0] // 2
+    return default_mmd_scales(ref[:half], ref[half:]) if half >= 1 else None
 
 
 def _subsample(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -112,10 +126,12 @@ def compute_floor(target, ref: torch.Tensor, generator: torch.Generator, draws: 
     `generator`) measured against `ref`; mean and standard deviation over the draws."""
     tick = tick or (lambda name: None)
     n = ref.shape[0]
+    scales = reference_scales(ref)
     values = []
     for i in range(draws):
         other = target.sample(n, generator)
-        values.append(measure(other, ref, level, lambda name, i=i: tick(f"floor {i + 1}/{draws}: {name}")))
+        values.append(measure(other, ref, level, lambda name, i=i: tick(f"floor {i + 1}/{draws}: {name}"),
+                              scales=scales))
     out = {}
     for metric in METRICS:
         v = np.array([d[metric] for d in values], dtype=np.float64)
