@@ -38,6 +38,10 @@ ALTERNATIVES = {"g": "g2", "g2": "g", "lambda": "lambda2", "lambda2": "lambda"}
 TERMS = ("f", "beta", "g2", "lambda2", "sigma", "u")
 DEFAULTS = {"f": "0", "u": "1"}  # a spec that omits f or u gets these
 RESERVED = {"t", "x", "D", "d", *FUNCTIONS, *CONSTANTS}
+# Operators, numbers and names of one definition once every definition it calls is written out
+# (a call copies its callee's body): a chain of definitions that each call the previous one twice
+# doubles at every link, and inlining it would take time exponential in the chain's length.
+MAX_EXPANDED = 5_000  # the largest preset expands to 91
 PRIORS = {"normal": {"mean", "scale"}, "target": set()}
 
 
@@ -213,6 +217,55 @@ class _Builder:
         self.params, self.defs, self.opaque = params, defs, opaque
         self.cache: dict[str, tuple[tuple[sp.Symbol, ...], sp.Expr]] = {}
         self.stack: list[str] = []
+        self.sizes: dict[str, int] = {}  # expanded sizes of definitions (MAX_EXPANDED)
+
+    def expanded_size(self, node) -> int:
+        """Nodes of `node` once the calls to definitions in it are written out (saturates above
+        MAX_EXPANDED; a cycle counts as nothing here: `definition` reports it)."""
+        if isinstance(node, Num):
+            return 1
+        if isinstance(node, Var):
+            d = self.defs.get(node.name)
+            return 1 + (self._definition_size(node.name) if d is not None and d.args is None else 0)
+        if isinstance(node, (Neg, Ddt)):
+            return 1 + self.expanded_size(node.operand)
+        if isinstance(node, BinOp):
+            return min(1 + self.expanded_size(node.left) + self.expanded_size(node.right), MAX_EXPANDED + 1)
+        if isinstance(node, Call):
+            own = sum(self.expanded_size(a) for a in node.args) + 1
+            target = node.name if node.name in self.defs else ALTERNATIVES.get(node.name)
+            return min(own + (self._definition_size(target) if target in self.defs else 0), MAX_EXPANDED + 1)
+        return 1
+
+    def _first_too_large(self, name: str) -> str:
+        """Down the calls from `name` (beyond MAX_EXPANDED), the definition whose own callees are within it."""
+        seen = {name}
+        while True:
+            bigger = [c for c in self._callees(self.defs[name].body)
+                      if c not in seen and self._definition_size(c) > MAX_EXPANDED]
+            if not bigger:
+                return name
+            name = bigger[0]
+            seen.add(name)
+
+    def _callees(self, node):
+        """Names of the definitions that `node` calls or names."""
+        if isinstance(node, Var) and node.name in self.defs:
+            yield node.name
+        elif isinstance(node, Call):
+            target = node.name if node.name in self.defs else ALTERNATIVES.get(node.name)
+            if target in self.defs:
+                yield target
+        children = [getattr(node, "operand", None), getattr(node, "left", None), getattr(node, "right", None)]
+        for child in children + list(getattr(node, "args", None) or ()):
+            if child is not None:
+                yield from self._callees(child)
+
+    def _definition_size(self, name: str) -> int:
+        if name not in self.sizes:
+            self.sizes[name] = 0  # while it is measured: a cycle adds nothing
+            self.sizes[name] = min(self.expanded_size(self.defs[name].body), MAX_EXPANDED + 1)
+        return self.sizes[name]
 
     def definition(self, name: str, span: Span | None) -> tuple[tuple[sp.Symbol, ...], sp.Expr]:
         """The body of definition `name` with its own argument symbols."""
@@ -223,6 +276,14 @@ class _Builder:
             raise SpecCycleError(f"definitions refer to themselves: {path}.", span,
                                  "Write one of them without calling the others.")
         d = self.defs[name]
+        if not self.opaque and self._definition_size(name) > MAX_EXPANDED:
+            name = self._first_too_large(name)
+            d = self.defs[name]
+            raise LimitError(f"{name} grows beyond {MAX_EXPANDED:,} operators, numbers and names once the "
+                             f"definitions it calls are written out (every call copies its callee's body, so a chain "
+                             f"of definitions that each call the one before more than once grows geometrically); dfc "
+                             f"accepts at most {MAX_EXPANDED:,}.", d.span,
+                             "Call each definition fewer times (x*x costs two copies of x; x^2 one).")
         canonical = {"t": T, "x": X}
         if name in HEADS:
             if d.args not in HEADS[name]:

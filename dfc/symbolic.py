@@ -91,15 +91,32 @@ def _mpf(r):
     return mpmath.mpf(r.p) / r.q if isinstance(r, sp.Rational) else mpmath.mpf(float(r))
 
 
+def _real(e: sp.Expr, span=None):
+    """The value of the constant `e` (30 digits), which must be a finite real number."""
+    value = e.evalf(30)
+    if not (value.is_real and value.is_finite):
+        raise SpecValueError(f"{_short(e)} is not a finite real number.", span,
+                             "Every constant in a spec must be a finite real number.")
+    return value
+
+
 def power(a: sp.Expr, b: sp.Expr, span=None) -> sp.Expr:
     """a^b with bounded work: an exact power of two numbers only when the result is small
     (MAX_EXACT_BITS), else a float64 value (or an error when it is not one); an expression in
     t, x or params raised to a number only up to |n| <= MAX_EXPONENT."""
-    if b.is_Number and a.free_symbols and abs(b) > MAX_EXPONENT:
-        raise LimitError(f"the exponent {_short(b)} is beyond dfc's limit of {MAX_EXPONENT} for a power of an "
-                         f"expression in t, x or params.", span, "Use a smaller exponent.")
-    if not (a.is_Number and b.is_Number):
+    if a.free_symbols or b.free_symbols:
+        if a.free_symbols and not b.free_symbols and abs(_real(b, span)) > MAX_EXPONENT:
+            raise LimitError(f"the exponent {_short(b)} is beyond dfc's limit of {MAX_EXPONENT} for a power of an "
+                             f"expression in t, x or params.", span, "Use a smaller exponent.")
         return a**b
+    if not (a.is_Number and b.is_Number):  # constants that are not numbers: sqrt(2), pi, exp(1), ...
+        if b.is_Rational and abs(b.p) <= 64 and b.q <= 64:
+            return a**b  # a small exponent: exact, as cheap as the base
+        a, b = (e if e.is_Number else sp.Float(_real(e, span), 30) for e in (a, b))  # else by value, bounded below
+    return _number_power(a, b, span)
+
+
+def _number_power(a: sp.Number, b: sp.Number, span=None) -> sp.Expr:
     if a == 0:
         if b < 0:
             raise SpecValueError(f"0^{_short(b)} is not finite (a division by zero).", span,
@@ -114,18 +131,18 @@ def power(a: sp.Expr, b: sp.Expr, span=None) -> sp.Expr:
     import mpmath
 
     with mpmath.workprec(64):
-        mag = mpmath.power(abs(_mpf(a)), _mpf(b))
-        if mag > FLOAT_MAX:
-            raise SpecValueError(f"{_short(a)}^{_short(b)} is about 10^{float(mpmath.log10(mag)):.4g}, beyond "
+        digits = _mpf(b) * mpmath.log10(abs(_mpf(a)))  # log10 of the magnitude, without computing it
+        if digits > mpmath.log10(FLOAT_MAX):
+            raise SpecValueError(f"{_short(a)}^{_short(b)} is about 10^{mpmath.nstr(digits, 4)}, beyond "
                                  f"float64's range (about 1.8e308).", span, "Use a smaller base or exponent.")
-        value = float(mag)
+        value = float(mpmath.power(abs(_mpf(a)), _mpf(b)))
     if a < 0 and int(b) % 2:
         value = -value
     return sp.Float(value)
 
 
 def _short(e) -> str:
-    s = str(e)
+    s = str(e.evalf(8) if isinstance(e, sp.Float) else e)
     return s if len(s) <= 24 else f"{s[:10]}...{s[-6:]} ({len(s)} characters)"
 
 

@@ -156,3 +156,45 @@ def test_ill_posed_child_is_reported_at_its_own_line(tmp_path):
     err = info.value
     assert err.span.file == str(child) and err.span.line == 2
     assert "inherited g2" in err.message and "ve_sde.dfs" in err.message
+
+
+def _chain(links: int) -> str:
+    """Definitions a_k = a_(k-1)^2 + a_(k-1), each calling the one before three times: 3^k copies once
+    written out (dfc.spec.MAX_EXPANDED)."""
+    chain = "\n".join(f"  a{i}(t) = a{i - 1}(t) * a{i - 1}(t) + a{i - 1}(t)" for i in range(1, links))
+    return replace_line("beta(t) = g2(t)/2",
+                        f"a0(t) = sigma(t) + t\n{chain}\n  beta(t) = g2(t)/2 + a{links - 1}(t)/1000")
+
+
+def test_definitions_that_multiply_when_written_out_are_refused_at_the_first_too_large_one(tmp_path):
+    """Inlining 40 links would never finish; the error names the first link beyond the limit, at once."""
+    import time
+
+    from dfc.errors import LimitError
+    from dfc.spec import MAX_EXPANDED
+
+    text = _chain(40)
+    start = time.perf_counter()
+    err = error_of(write(tmp_path, text))
+    assert time.perf_counter() - start < 5
+    assert isinstance(err, LimitError) and f"{MAX_EXPANDED:,}" in err.message
+    line = textwrap.dedent(text).splitlines()[err.span.line - 1].strip()
+    assert line.startswith("a6(t) =") and err.message.startswith("a6 grows")  # a5 is within the limit:
+    assert compile_spec(load_spec(write(tmp_path, _chain(6), "ok.dfs"))).at("beta", 0.5) > 0
+
+
+@pytest.mark.parametrize("expr", ["sqrt(2)^(2^2000)", "exp(1)^(10^400)", "2^(sqrt(2)^(2^200))", "pi^(9^9^9)"])
+def test_powers_of_constants_that_are_not_numbers_are_valued_not_expanded(tmp_path, expr):
+    """sqrt(2)^(2^2000) written out exactly is 2^(2^1999): sympy would compute it for ever. A constant that
+    is not a plain number (a root, pi, e) raised to a large exponent is valued numerically and refused."""
+    import time
+
+    start = time.perf_counter()
+    err = error_of(write(tmp_path, replace_line("u(t) = 1", f"u(t) = 1 + 0*t*({expr})")))
+    assert time.perf_counter() - start < 5
+    assert "beyond float64's range" in err.message and err.span.line == 4
+
+
+def test_small_powers_of_such_constants_stay_exact(tmp_path):
+    spec = compile_spec(load_spec(write(tmp_path, replace_line("u(t) = 1", "u(t) = sqrt(2)^2 + pi^(1/2) - t"))))
+    assert spec.at("u", 0.0) == pytest.approx(2 + 3.141592653589793 ** 0.5, rel=1e-14)
