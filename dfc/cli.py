@@ -48,7 +48,9 @@ def run(
     target: Optional[str] = typer.Option(None, help="ring8, grid25, checkerboard, moons, swissroll, circles, digits, gaussian(...), gmm(...), or FILE.npy"),
     fields: Optional[str] = typer.Option(None, help="exact or learned(score = \"FILE\"), optionally + kde | gauss | closed | disc(path = \"FILE\")"),
     steps: Optional[int] = typer.Option(None, help="Number of time steps."),
-    solver: Optional[str] = typer.Option(None, help="euler | heun (native); euler | milstein | srk (torchsde)"),
+    solver: Optional[str] = typer.Option(None, help="euler | heun | ddim | dpmpp_2m | dpmpp_2m_sde | dpmpp_3m | "
+                                         "dpmpp_3m_sde | expint_2m | expint_3m (native, MATH §11); euler | milstein "
+                                         "| srk (torchsde); `dfc solvers` lists them"),
     backend: Optional[str] = typer.Option(None, help="native | torchsde"),
     grid: Optional[str] = typer.Option(None, help="uniform | karras(rho = 7)"),
     clock: Optional[str] = typer.Option(None, help="t | sigma | sigma2 | logsigma (MATH §9)"),
@@ -80,9 +82,9 @@ def run(
                            ("backend", backend), ("grid", grid), ("clock", clock), ("samples", samples),
                            ("seed", seed), ("device", device)):
             if value is not None:
-                overrides[key] = str(value)
+                overrides[key] = value  # typed (Typer's int, str); validated once per key (dfc.runconfig)
         if denoise is not None:
-            overrides["denoise"] = "true" if denoise else "false"
+            overrides["denoise"] = denoise
         compiled = build(spec, _pairs(set_, "--set"), overrides)
         steps_total = compiled.run.steps
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
@@ -202,6 +204,7 @@ def _print_report(r: dict, latex: bool) -> None:
         mc.add_row(k, v)
     c.print(mc)
     c.print(f"  tracking condition {r['tracking']}", highlight=False)
+    c.print(f"  linear part (MATH §11, drift = L x + c D + N): {r['linear_part']}", highlight=False)
     if r.get("tracking_note"):
         c.print(f"  {r['tracking_note']}", highlight=False)
     if latex:
