@@ -23,6 +23,10 @@ class TorchsdeMethod(Solver):
     clocks = ("t",)
     summary = "torchsde's fixed-step method on the run's grid (t clock)"
 
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.order = {"srk": 1.5}.get(name, 1)  # strong orders (srk: with additive noise, as here)
+
     def integrate(self, terms, x0, grid, seed, progress):
         return integrate(terms.drift, x0, grid.ts, self.name, seed, progress=progress)
 

@@ -421,6 +421,26 @@ def presets():
     _guard(body)
 
 
+@app.command()
+def solvers():
+    """List the solvers (dfc.solvers.REGISTRY) with what each declares: backend, NFE per step, order, noise, clocks."""
+
+    def body():
+        from dfc.solvers import REGISTRY, unit
+
+        table = Table(title="dfc solvers (--solver, --backend)", header_style="bold")
+        for col in ("name", "backend", "NFE", "order", "noise", "clocks", "history", "what"):
+            table.add_column(col, overflow="fold", no_wrap=col in ("name", "backend"))
+        specs = {"any": "any", "none": "ODE specs only", "required": "SDE specs only"}
+        for backend, name in REGISTRY:
+            u = unit(backend, name)
+            table.add_row(name, backend, str(u.nfe_per_step), str(u.order), specs[u.noise], ", ".join(u.clocks),
+                          str(u.history), u.summary)
+        out_console.print(table)
+
+    _guard(body)
+
+
 def main() -> None:
     app()
 

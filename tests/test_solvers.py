@@ -233,3 +233,36 @@ def weak_error(solver: str, steps: int) -> float:
 def test_sde_solvers_weak_order(solver, order):
     errors = [weak_error(solver, n) for n in ORDER_STEPS]
     assert abs(fitted_order(errors) - order) < 0.3, (solver, errors, slopes(errors))
+
+
+# ---------------------------------------------------------------------------------------
+# The peers a table shows, each checked on a Gaussian target against the closed form
+
+
+@pytest.mark.parametrize("peer", ["dpmpp_3m_sde", "dpmpp_sde", "lms"])
+def test_peer_reaches_the_gaussian_target(peer):
+    """At 32 NFE with the exact denoiser the peer's samples have the target's mean and covariance
+    (within five standard errors of 4,000 samples)."""
+    _kdiffusion()
+    from dfc.peers import run_peer
+    from dfc.targets import make_target
+
+    target = make_target("gaussian", {"mean": M.tolist(), "cov": np.diag(S).tolist()})
+    n = 4000
+    x, cost = run_peer(peer, target, n, 32, seed=3)
+    assert cost["nfe"] <= 32
+    x = x.double().numpy()
+    assert np.all(np.abs(x.mean(0) - M) < 5 * np.sqrt(S / n))
+    assert np.allclose(np.cov(x.T), np.diag(S), atol=5 * S.max() * math.sqrt(2 / n))
+
+
+def test_cli_lists_solvers_and_check_names_the_linear_part():
+    from typer.testing import CliRunner
+
+    from dfc.cli import app
+
+    runner = CliRunner()
+    listed = runner.invoke(app, ["solvers"])
+    assert listed.exit_code == 0 and all(name in listed.output for name in ("ddim", "expint", "srk", "torchsde"))
+    checked = runner.invoke(app, ["check", "ve_sde", "--no-latex"])
+    assert checked.exit_code == 0 and "linear part" in checked.output and "L(t) =" in checked.output
