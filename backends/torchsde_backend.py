@@ -13,6 +13,22 @@ import torch
 import torchsde
 
 from dfc.errors import ConfigError
+from dfc.solvers import Solver
+
+
+class TorchsdeMethod(Solver):
+    """One of torchsde's fixed-step methods (euler, milstein, srk), stepping exactly on the run's grid."""
+
+    backend = "torchsde"
+    clocks = ("t",)
+    summary = "torchsde's fixed-step method on the run's grid (t clock)"
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.order = {"srk": 1.5}.get(name, 1)  # strong orders (srk: with additive noise, as here)
+
+    def integrate(self, terms, x0, grid, seed, progress):
+        return integrate(terms.drift, x0, grid.ts, self.name, seed, progress=progress)
 
 
 class DiffFlowSDE(torch.nn.Module):
@@ -41,7 +57,7 @@ def prepared(drift, x0: torch.Tensor, ts: np.ndarray) -> tuple[DiffFlowSDE, torc
     """The SDE module and the grid as a tensor of the state's dtype, the drift's coefficients prepared
     at the grid's times as that dtype rounds them (torchsde calls f and g there), each with the step
     it feeds (MATH §10's bandwidth floor)."""
-    if drift.spec.run.clock != "t":
+    if drift.spec.run.clock not in TorchsdeMethod.clocks:  # the API's view (dfc.api) of any run
         raise ConfigError("the torchsde backend integrates in the t clock; this run asks for clock "
                           f"{drift.spec.run.clock!r}.", drift.spec.run.spans.get("clock"),
                           "Use `backend = native` for other clocks, or `clock = t`.")

@@ -17,25 +17,24 @@ from pathlib import Path
 
 import torch
 
-from dfc.backends.native import sample as native_sample
 from dfc.compiler import compile_spec
 from dfc.fields import Drift, make_estimator
-from dfc.grids import clock_steps
 from dfc.sample import generator_for, make_run_target, sample_prior
+from dfc.solvers import Grid, Terms, solve_run
 from dfc.spec import load_spec
 
 
 def measure(name: str, particles: int, repeats: int, steps: int) -> dict:
     spec = compile_spec(load_spec(name), None, {"target": "ring8", "samples": str(particles), "steps": str(steps)})
     target = make_run_target(spec)
-    ts = spec.grid()
-    dl, dr = clock_steps(spec, ts)
+    grid = Grid.of(spec)
+    ts = grid.ts
     x0 = sample_prior(spec, target, particles, generator_for("cpu", 0))
     # the field evaluations of a run, replayed alone on the very states the sampler met
     states: list[torch.Tensor] = []
     with torch.no_grad():
-        native_sample(Drift(spec, target, make_estimator(spec, target)), x0, ts, dl, dr, spec.run.solver,
-                      generator_for("cpu", 0), record=lambda i, x: states.append(x))
+        solve_run(spec, Terms(Drift(spec, target, make_estimator(spec, target))), x0, grid,
+                  generator=generator_for("cpu", 0), record=lambda i, x: states.append(x))
     drift = Drift(spec, target, make_estimator(spec, target))
     drift.prepare(ts)
     noisy = sum(1 for t in ts[:-1] if drift.noise(float(t)) > 0)
@@ -50,7 +49,7 @@ def measure(name: str, particles: int, repeats: int, steps: int) -> dict:
         nonlocal nfe
         d = Drift(spec, target, make_estimator(spec, target))
         with torch.no_grad():
-            native_sample(d, x0, ts, dl, dr, spec.run.solver, generator_for("cpu", 0))
+            solve_run(spec, Terms(d), x0, grid, generator=generator_for("cpu", 0))
         nfe = d.nfe
 
     def draws_alone():  # the SDE's Gaussian draws (one N×D draw per noisy step): no fusion removes them

@@ -48,7 +48,9 @@ def run(
     target: Optional[str] = typer.Option(None, help="ring8, grid25, checkerboard, moons, swissroll, circles, digits, gaussian(...), gmm(...), or FILE.npy"),
     fields: Optional[str] = typer.Option(None, help="exact or learned(score = \"FILE\"), optionally + kde | gauss | closed | disc(path = \"FILE\")"),
     steps: Optional[int] = typer.Option(None, help="Number of time steps."),
-    solver: Optional[str] = typer.Option(None, help="euler | heun (native); euler | milstein | srk (torchsde)"),
+    solver: Optional[str] = typer.Option(None, help="euler | heun | ddim | dpmpp_2m | dpmpp_2m_sde | dpmpp_3m | "
+                                         "dpmpp_3m_sde | expint_2m | expint_3m (native, MATH §11); euler | milstein "
+                                         "| srk (torchsde); `dfc solvers` lists them"),
     backend: Optional[str] = typer.Option(None, help="native | torchsde"),
     grid: Optional[str] = typer.Option(None, help="uniform | karras(rho = 7)"),
     clock: Optional[str] = typer.Option(None, help="t | sigma | sigma2 | logsigma (MATH §9)"),
@@ -80,9 +82,9 @@ def run(
                            ("backend", backend), ("grid", grid), ("clock", clock), ("samples", samples),
                            ("seed", seed), ("device", device)):
             if value is not None:
-                overrides[key] = str(value)
+                overrides[key] = value  # typed (Typer's int, str); validated once per key (dfc.runconfig)
         if denoise is not None:
-            overrides["denoise"] = "true" if denoise else "false"
+            overrides["denoise"] = denoise
         compiled = build(spec, _pairs(set_, "--set"), overrides)
         steps_total = compiled.run.steps
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
@@ -202,6 +204,7 @@ def _print_report(r: dict, latex: bool) -> None:
         mc.add_row(k, v)
     c.print(mc)
     c.print(f"  tracking condition {r['tracking']}", highlight=False)
+    c.print(f"  linear part (MATH §11, drift = L x + c D + N): {r['linear_part']}", highlight=False)
     if r.get("tracking_note"):
         c.print(f"  {r['tracking_note']}", highlight=False)
     if latex:
@@ -413,6 +416,26 @@ def presets():
         for p in sorted(preset_dir().glob("*.dfs")):
             syn = read_spec_file(p)
             table.add_row(syn.name, syn.extends[0] if syn.extends else "", syn.description)
+        out_console.print(table)
+
+    _guard(body)
+
+
+@app.command()
+def solvers():
+    """List the solvers (dfc.solvers.REGISTRY) with what each declares: backend, NFE per step, order, noise, clocks."""
+
+    def body():
+        from dfc.solvers import REGISTRY, unit
+
+        table = Table(title="dfc solvers (--solver, --backend)", header_style="bold")
+        for col in ("name", "backend", "NFE", "order", "noise", "clocks", "history", "what"):
+            table.add_column(col, overflow="fold", no_wrap=col in ("name", "backend"))
+        specs = {"any": "any", "none": "ODE specs only", "required": "SDE specs only"}
+        for backend, name in REGISTRY:
+            u = unit(backend, name)
+            table.add_row(name, backend, str(u.nfe_per_step), str(u.order), specs[u.noise], ", ".join(u.clocks),
+                          str(u.history), u.summary)
         out_console.print(table)
 
     _guard(body)

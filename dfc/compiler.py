@@ -71,6 +71,20 @@ class CompiledSpec:
         return (a, b) if not b.has(X) else None
 
     @cached_property
+    def semilinear(self) -> dict | None:
+        """MATH §11: with f = a(t) x + b(t) and s_Q = u (D − u x)/σ² (Tweedie, D = E[Y | x]), the drift is
+        L(t) x + c(t) D + N with L = a − w_score u²/σ², c = w_score u/σ² and N = b + w_gan (s_Q − s_p).
+        {"L", "c", "b"} as expressions in t; None when f is nonlinear in x."""
+        if self.f_linear is None:
+            return None
+        a, b = self.f_linear
+        e = self.exprs
+        if e["w_score"] == 0:  # no score part (the GAN presets): nothing multiplies D
+            return {"L": a, "c": sp.Integer(0), "b": b}
+        return {"L": a - e["w_score"] * e["u"] ** 2 / e["sigma"] ** 2, "c": e["w_score"] * e["u"] / e["sigma"] ** 2,
+                "b": b}
+
+    @cached_property
     def prior_values(self) -> tuple:
         """p_0 as (kind, (argument, value), ...) with the parameter values substituted."""
         return (self.ir.prior.kind,) + tuple((k, round(float(v.xreplace(self.params)), 12))
@@ -200,6 +214,9 @@ def _compile(ir: SpecIR, sets, run, check: bool) -> CompiledSpec:
                                  "Give the prior a finite real mean and a scale > 0.")
     if check:
         check_well_posed(spec)
+        from dfc.solvers import check_run
+
+        check_run(spec)  # the run's solver, clock and backend (the one place they are checked)
     return spec
 
 

@@ -51,6 +51,21 @@ def decomposition(spec: CompiledSpec) -> dict[str, str]:
     }
 
 
+def linear_part(spec: CompiledSpec) -> str:
+    """MATH §11: the L(t) and c(t) of drift = L x + c D + N that the exponential integrators use, in the
+    spec's own words."""
+    if spec.semilinear is None:
+        return "none: f is nonlinear in x (the exponential integrators refuse this spec)"
+    words = spec_words(spec.ir)[0]
+    a = sp.diff(words["f"], X)
+    w = words["g2"] / 2
+    if spec.semilinear["c"] == 0:
+        return f"L(t) = {pretty(_shortest(a))}, c(t) = 0 (no score part: N is the whole GAN drift)"
+    L = a - w * words["u"] ** 2 / words["sigma"] ** 2
+    c = w * words["u"] / words["sigma"] ** 2
+    return f"L(t) = {pretty(_shortest(L))}, c(t) = {pretty(_shortest(c))}"
+
+
 @dataclass(frozen=True)
 class Tracking:
     holds: bool
@@ -129,6 +144,7 @@ def report(spec: CompiledSpec) -> dict:
         "time": list(spec.run.time),
         "latex": spec.latex(),
     }
+    out["linear_part"] = linear_part(spec)
     kind = "pure GAN flow (g = 0)" if spec.exprs["g2"] == 0 else (
         "score/Langevin-type sampler (β = ½g², no GAN part)" if not spec.has_gan_part else "mixed GAN + score dynamics")
     out["kind"] = kind

@@ -230,21 +230,24 @@ class Drift:
         logit = (logq - logp) if need_logit else None
         return s_q, s_qh - s_p, logit
 
+    def _w_gan(self, c: Coeffs, t: float, logit):
+        """w_gan at t: a float, or per particle (N, 1) when β depends on D = sigmoid(d)."""
+        return c.w_gan if c.w_gan is not None else self.spec.fn["w_gan"](t, torch.sigmoid(logit)[:, None])
+
     def __call__(self, x: torch.Tensor, t: float) -> torch.Tensor:
         c = self.coeffs(t)
         s_q, gan, logit = self.fields(x, t)
         if x.requires_grad and torch.is_grad_enabled():  # differentiable (the likelihood's divergence)
             out = s_q * c.w_score
             if gan is not None:
-                w = c.w_gan if c.w_gan is not None else self.spec.fn["w_gan"](t, torch.sigmoid(logit)[:, None])
-                out = out + w * gan
+                out = out + self._w_gan(c, t, logit) * gan
             return out + (c.a * x + c.b if c.a is not None else self.spec.fn["f"](x, t))
         out = s_q.mul_(c.w_score)  # s_q is a fresh tensor (gan, if any, was computed from it already)
         if gan is not None:
             if c.w_gan is not None:
                 out.add_(gan, alpha=c.w_gan)
             else:
-                out.add_(gan * self.spec.fn["w_gan"](t, torch.sigmoid(logit)[:, None]))
+                out.add_(gan * self._w_gan(c, t, logit))
         if c.a is not None:
             if not self._f_zero:
                 if c.a != 0.0:
@@ -254,6 +257,16 @@ class Drift:
         else:
             out.add_(self.spec.fn["f"](x, t))
         return out
+
+    def split(self, x: torch.Tensor, t: float):
+        """One field evaluation as MATH §11 splits it: Tweedie's data prediction D = u x + σ² s_Q / u and
+        the rest N = b + w_gan (s_Q^h − s_p) (None when it is zero). Needs f linear in x."""
+        c = self.coeffs(t)
+        s_q, gan, logit = self.fields(x, t)
+        rest = None if gan is None else gan * self._w_gan(c, t, logit)
+        if c.b:
+            rest = c.b + (0.0 if rest is None else rest)
+        return s_q.mul_(c.sigma**2 / c.u).add_(x, alpha=c.u), rest
 
     def denoise(self, x: torch.Tensor, t: float) -> torch.Tensor:
         """Tweedie's E[Y | x_t = x] = u x + σ² s_Q / u: the final step to σ = 0 (MATH §9)."""

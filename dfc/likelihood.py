@@ -144,24 +144,22 @@ def forward_population(twin: CompiledSpec, target, estimator, n: int, seed: int,
     """
     from dataclasses import replace
 
-    from dfc.backends.native import sample as native_sample
-    from dfc.grids import clock_steps
     from dfc.sample import generator_for, sample_prior
+    from dfc.solvers import Grid, Terms, solve
 
     twin = CompiledSpec(twin.ir, twin.params, replace(twin.run, steps=max(steps, twin.run.steps)), twin.exprs)
     gen = generator_for(twin.run.device, seed)
     target = target.to(dtype=torch.float32)  # a population is a sample: float32 is ample, and 4x faster
     x0 = sample_prior(twin, target, n, gen)
-    ts = twin.grid()
-    dl, dr = clock_steps(twin, ts)
-    states: list[torch.Tensor] = [None] * len(ts)
+    grid = Grid.of(twin)
+    states: list[torch.Tensor] = [None] * len(grid.ts)
 
     def keep(i, x):
         states[i] = x
 
     with torch.no_grad():
-        native_sample(Drift(twin, target, estimator), x0, ts, dl, dr, "euler", gen, record=keep)
-    return PopulationPath(ts, states)
+        solve(Terms(Drift(twin, target, estimator)), "euler", x0, grid, generator=gen, record=keep)
+    return PopulationPath(grid.ts, states)
 
 
 # ---------------------------------------------------------------------------------------

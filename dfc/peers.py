@@ -28,6 +28,9 @@ PEERS = {  # name -> (k-diffusion function, NFE of n steps on a grid ending at �
     "dpm_2": ("sample_dpm_2", lambda n: 2 * n - 1),
     "dpmpp_2m": ("sample_dpmpp_2m", lambda n: n),
     "dpmpp_2m_sde": ("sample_dpmpp_2m_sde", lambda n: n),
+    "dpmpp_3m_sde": ("sample_dpmpp_3m_sde", lambda n: n),
+    "dpmpp_sde": ("sample_dpmpp_sde", lambda n: 2 * n - 1),  # two evaluations a step, one on the last (to σ = 0)
+    "lms": ("sample_lms", lambda n: n),  # 4th-order linear multistep in σ (scipy-integrated coefficients)
 }
 
 
@@ -62,8 +65,8 @@ def steps_for(name: str, nfe: int) -> int:
     """The most steps (sigmas before the final 0) whose NFE stays within the budget (at least one).
 
     k-diffusion's `get_sigmas_karras(n)` gives n Karras sigmas σ_max … σ_min and a final 0, so
-    n steps: Euler-type samplers spend n evaluations, Heun and DPM-2 2n − 1 (their last step,
-    to σ = 0, is an Euler step)."""
+    n steps: Euler-type and multistep samplers spend n evaluations, Heun, DPM-2 and DPM++ SDE 2n − 1
+    (their last step, to σ = 0, is an Euler step)."""
     cost = PEERS[name][1]
     n = 1
     while cost(n + 1) <= nfe:

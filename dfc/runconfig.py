@@ -12,12 +12,10 @@ import os
 from dataclasses import dataclass, field, replace
 
 from dfc.errors import ConfigError, DfcError, LimitError, Span
+from dfc.solvers import BACKENDS, CLOCKS, SOLVERS
 from dfc.syntax import RCall, RunEntry, parse_run_value, run_text
 
-SOLVERS = ("euler", "heun", "milstein", "srk")
-BACKENDS = ("native", "torchsde")
 GRIDS = ("uniform", "karras")
-CLOCKS = ("t", "sigma", "sigma2", "logsigma")
 ESTIMATORS = ("kde", "gauss", "closed")
 KEYS = ("target", "fields", "solver", "backend", "steps", "grid", "clock", "time", "samples", "seed",
         "device", "denoise")
@@ -45,7 +43,9 @@ class RunConfig:
 
     @property
     def nfe_per_step(self) -> int:
-        return 2 if self.solver == "heun" else 1
+        from dfc.solvers import solver_for
+
+        return solver_for(self).nfe_per_step
 
     def describe(self) -> dict:
         out = {k: getattr(self, k) for k in KEYS if k not in ("fields", "target")}
@@ -205,18 +205,37 @@ def apply_entry(cfg: RunConfig, key: str, value, span: Span | None) -> RunConfig
                " ".join(filter(None, [did_you_mean(key, KEYS), f"Entries: {', '.join(KEYS)}."])))
 
 
+WHOLE = ("steps", "samples", "seed")  # whole-number entries
+NAMES = ("solver", "backend", "clock", "device")  # a bare name, taken as typed
+
+
 def _override(key: str, given):
-    """An override as a run-block value: text is parsed like the run block (`exact + kde`,
-    `karras(rho = 5)`), except device and .npy file names, taken as typed; a Python value is used
-    directly (a tuple for `time` is its list)."""
+    """An override as a typed run value, converted once for its key and then validated by `apply_entry`
+    like a spec's entry. Python values are used directly (a tuple for `time` is its list). Text (the
+    command line, `--run key=value`) is converted by the key's type: a number for steps, samples
+    and seed, true/false for denoise, a name for solver, backend, clock and device; only the
+    structured entries (target, fields, grid, time) are parsed as the run block writes them
+    (`exact + kde`, `karras(rho = 5)`), and a .npy file name is a target as typed."""
     if isinstance(given, os.PathLike):
         given = os.fspath(given)
     if hasattr(given, "item") and getattr(given, "ndim", None) == 0:  # a numpy or torch scalar
         given = given.item()
     if not isinstance(given, str):
         return list(given) if key == "time" and isinstance(given, tuple) else given
-    if key == "device" or given.endswith(".npy"):
-        return given
+    text = given.strip()
+    if key in WHOLE:
+        for kind in (int, float):  # a float (1e7, 2.5, inf) is then refused or accepted by apply_entry
+            try:
+                return kind(text)
+            except ValueError:
+                pass
+        raise ConfigError(f"--{key} {given}: `{key}` must be a whole number.")
+    if key == "denoise":
+        if text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        raise ConfigError(f"--denoise {given}: `denoise` is true or false.")
+    if key in NAMES or given.endswith(".npy"):
+        return text if key != "device" else given
     try:
         return parse_run_value(given, f"--{key}")
     except DfcError as exc:
@@ -224,8 +243,8 @@ def _override(key: str, given):
 
 
 def run_config(entries: tuple[RunEntry, ...], overrides: dict[str, object] | None = None) -> RunConfig:
-    """Spec entries first, then overrides: command-line text (`{"steps": "16", "target": "grid25"}`),
-    or Python values (`{"steps": 16, "denoise": True, "time": (0, 0.5)}`, the Python API)."""
+    """Spec entries first, then overrides: typed values (`{"steps": 16, "target": "grid25"}`), or
+    command-line text converted per key (`_override`), or Python values (`{"steps": 16, "denoise": True, "time": (0, 0.5)}`, the Python API)."""
     cfg = RunConfig()
     for e in entries:
         cfg = apply_entry(cfg, e.key, e.value, e.span)

@@ -13,7 +13,6 @@ import torch
 from dfc.compiler import CompiledSpec, compile_spec
 from dfc.errors import ConfigError, LimitError
 from dfc.fields import Drift, make_estimator
-from dfc.grids import clock_steps
 from dfc.spec import SpecIR, load_spec
 
 DTYPE = torch.float32
@@ -202,27 +201,12 @@ def simulate(spec: CompiledSpec, target, n: int | None = None, progress=None, x0
 
 def integrate(drift: Drift, x0: torch.Tensor, ts: np.ndarray, gen: torch.Generator, seed: int, normals=None,
               progress=None, record=None) -> torch.Tensor:
-    """x0 at ts[0] carried to ts[-1] by the run's backend and solver (MATH §9: in the run's clock).
-    `record(i, x)` (native only) sees the particles at every grid time."""
-    spec = drift.spec
-    cfg = spec.run
-    if cfg.backend == "native" and cfg.solver in ("euler", "heun"):
-        from dfc.backends.native import sample as native_sample
+    """x0 at ts[0] carried to ts[-1] by the run's solver and backend (dfc.solvers.solve; MATH §9: in the
+    run's clock). `record(i, x)` (native only) sees the particles at every grid time."""
+    from dfc.solvers import Grid, Terms, solve_run
 
-        dt_left, dt_right = clock_steps(spec, ts)
-        return native_sample(drift, x0, ts, dt_left, dt_right, cfg.solver, gen, normals, progress, record)
-    if cfg.backend == "native":
-        raise ConfigError(f"the native sampler has euler and heun; {cfg.solver} is torchsde's.",
-                          cfg.spans.get("solver"), "Add `backend = torchsde` or use --backend torchsde.")
-    if cfg.solver == "heun":
-        raise ConfigError("heun is the native sampler's; torchsde offers euler, milstein and srk.",
-                          cfg.spans.get("solver"), "Use `backend = native` for heun.")
-    if record is not None:
-        raise ConfigError("following the particles step by step (a callback) needs the native sampler.",
-                          cfg.spans.get("backend"), "Use `backend = native` with euler or heun.")
-    from dfc.backends.torchsde_backend import integrate as sde_integrate
-
-    return sde_integrate(drift, x0, ts, cfg.solver, seed, progress=progress)
+    return solve_run(drift.spec, Terms(drift), x0, Grid.of(drift.spec, ts), generator=gen, seed=seed,
+                     normals=normals, progress=progress, record=record)
 
 
 FLOOR_DRAWS = 4  # independent target draws for the floor (its mean and spread)

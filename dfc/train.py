@@ -290,12 +290,11 @@ def train_disc(spec, data: torch.Tensor, info: dict, fields_target, score_record
 
     `fields_target` supplies s_Q for the spec's score part (an exact target or a LearnedScore);
     `score_record` describes it for the header."""
-    from dfc.backends.native import sample as native_sample
     from dfc.data import moments
     from dfc.fields import Drift
-    from dfc.grids import clock_steps
     from dfc.learned import DiscStack
     from dfc.sample import sample_prior
+    from dfc.solvers import Grid, Terms, solve
     from dfc.targets import DataSet
 
     cfg.check()
@@ -308,8 +307,9 @@ def train_disc(spec, data: torch.Tensor, info: dict, fields_target, score_record
                           None, "Train a stack for a spec with a GAN part, e.g. diffusion_gan or diffflow_gan.")
     data = check_data(data, f"the training data {info.get('source', info.get('name'))!r}")
     mean, var = moments(data)
-    ts = spec.grid()
-    K = len(ts) - 1
+    grid = Grid.of(spec)
+    ts = grid.ts
+    K = grid.steps
     sig = np.array([spec.at("sigma", t) for t in ts])
     us = np.array([spec.at("u", t) for t in ts])
     torch.manual_seed(cfg.seed)
@@ -351,8 +351,7 @@ def train_disc(spec, data: torch.Tensor, info: dict, fields_target, score_record
     if replay is not None:
         replay = replay.to(device)
     y_all = data.to(device)
-    dl, dr = clock_steps(spec, ts)
-    drift = Drift(spec, fields_target, stack)
+    terms = Terms(Drift(spec, fields_target, stack))
 
     def save(k: int, x_now: torch.Tensor) -> None:
         done = k >= K
@@ -400,7 +399,7 @@ def train_disc(spec, data: torch.Tensor, info: dict, fields_target, score_record
                 losses[k] = float(loss.detach())
                 accs[k] = 0.5 * float((d_real > 0).double().mean() + (d_fake < 0).double().mean())
             stack.fitted = k + 1
-            x = native_sample(drift, x, ts[k:k + 2], dl[k:k + 1], dr[k:k + 1], "euler", gen)  # Alg. 2's particle step
+            x = solve(terms, "euler", x, grid.window(k, k + 1), generator=gen)  # Alg. 2's particle step
             save(k + 1, x)  # every step: a stack is resumable at any step boundary
             if stop.requested and k + 1 < K:
                 raise KeyboardInterrupt

@@ -12,7 +12,7 @@ import torch
 from dfc.compiler import compile_spec
 from dfc.explain import same_marginal_class
 from dfc.fields import Drift, make_estimator
-from dfc.grids import clock_steps
+from dfc.solvers import Grid, Terms, solve
 from dfc.moments import GaussianMarginals
 from dfc.sample import make_run_target, simulate
 from dfc.spec import load_spec, preset_dir
@@ -148,7 +148,6 @@ def test_torchsde_and_native_euler_agree(method):
     """Same Brownian increments: torchsde's Euler (and Milstein: additive noise) equals the native Euler."""
     import torchsde
 
-    from dfc.backends.native import sample as native_sample
     from dfc.backends.torchsde_backend import integrate
 
     spec = _ring8_spec("diffusion_gan", clock="t", grid="uniform")
@@ -158,9 +157,8 @@ def test_torchsde_and_native_euler_agree(method):
     bm = torchsde.BrownianInterval(t0=float(ts[0]), t1=float(ts[-1]), size=(500, 2), dtype=torch.float64, entropy=5)
     est = make_estimator(spec, target)
     a = integrate(Drift(spec, target, est), x0, ts, method, bm=bm)
-    dl, dr = clock_steps(spec, ts)
     normals = lambda i: bm(float(ts[i]), float(ts[i + 1])) / math.sqrt(ts[i + 1] - ts[i])  # noqa: E731
-    b = native_sample(Drift(spec, target, est), x0, ts, dl, dr, "euler", normals=normals)
+    b = solve(Terms(Drift(spec, target, est)), "euler", x0, Grid.of(spec, ts), normals=normals)
     assert torch.allclose(a, b, rtol=1e-9, atol=1e-9)
     assert float((a - x0).abs().max()) > 10  # it moved
 
@@ -171,15 +169,12 @@ def edm_denoiser(target, x, sigma):
 
 def test_heun_is_edm_heun_without_noise():
     """ve_ode in the σ clock, Heun: exactly EDM's Algorithm 1 with the exact denoiser."""
-    from dfc.backends.native import sample as native_sample
-
     spec = _ring8_spec("ve_ode", clock="sigma", solver="heun", steps=12)
     target = make_run_target(spec, dtype=torch.float64)
     ts = spec.grid()
     sig = [spec.at("sigma", t) for t in ts]
     x0 = torch.randn(500, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * sig[0]
-    dl, dr = clock_steps(spec, ts)
-    ours = native_sample(Drift(spec, target), x0, ts, dl, dr, "heun")
+    ours = solve(Terms(Drift(spec, target)), "heun", x0, Grid.of(spec, ts))
     x = x0.clone()
     for s0, s1 in zip(sig[:-1], sig[1:]):
         d = (x - edm_denoiser(target, x, s0)) / s0
@@ -193,15 +188,12 @@ def test_heun_is_edm_heun_without_noise():
 
 def test_sigma_clock_euler_is_kdiffusion_euler():
     """MATH §9: Euler on the VE ODE in the σ clock is x + (σ₁ − σ₀)(x − D(x; σ₀))/σ₀."""
-    from dfc.backends.native import sample as native_sample
-
     spec = _ring8_spec("ve_ode", clock="sigma", steps=8)
     target = make_run_target(spec, dtype=torch.float64)
     ts = spec.grid()
     sig = [spec.at("sigma", t) for t in ts]
     x0 = torch.randn(300, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * sig[0]
-    dl, dr = clock_steps(spec, ts)
-    ours = native_sample(Drift(spec, target), x0, ts, dl, dr, "euler")
+    ours = solve(Terms(Drift(spec, target)), "euler", x0, Grid.of(spec, ts))
     x = x0.clone()
     for s0, s1 in zip(sig[:-1], sig[1:]):
         x = x + (s1 - s0) * (x - edm_denoiser(target, x, s0)) / s0
