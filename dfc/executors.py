@@ -26,6 +26,7 @@ import logging
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable, Iterator
 
 from dfc.errors import CellsFailed, ConfigError
@@ -122,9 +123,11 @@ def _local(pool, cells: list) -> Results:
 # Dask
 
 
+@lru_cache(maxsize=1)
 def code_version() -> str:
     """What must be the same on the client and every worker for a cell to give the same row: a
-    digest of dfc's source (its .py and grammar files) and the torch version."""
+    digest of dfc's source (its .py and grammar files) and the torch version, read once per
+    process (the code it imported)."""
     from importlib import resources
 
     import torch
