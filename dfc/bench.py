@@ -30,7 +30,6 @@ import json
 import math
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -169,7 +168,7 @@ class Cell:
 
     @property
     def key(self) -> str:
-        payload = json.dumps({"harness": HARNESS, **asdict(self)}, sort_keys=True)
+        payload = json.dumps({"harness": HARNESS, "dfc": _dfc_version(), **asdict(self)}, sort_keys=True)
         return hashlib.sha1(payload.encode()).hexdigest()[:16]
 
     @property
@@ -177,6 +176,12 @@ class Cell:
         if self.kind == "floor":
             return "floor"
         return Path(self.name).stem + "".join(f" {k}={v}" for k, v in self.sets)
+
+
+def _dfc_version() -> str:
+    from dfc import __version__
+
+    return __version__
 
 
 def spec_source(name: str) -> str:
@@ -335,8 +340,7 @@ def quality(target, x: torch.Tensor, ref: torch.Tensor, scales: list[float] | No
 def run_cell(cell: Cell) -> dict:
     """Run one cell in this process; returns a flat record (never raises for a sampler failure)."""
     torch.set_num_threads(1)  # cells run side by side in processes; timings are per core
-    rec = {"kind": cell.kind, "name": cell.name, "label": cell.label, "target": cell.target,
-           "nfe_budget": cell.nfe, "seed": cell.seed, "samples": cell.samples, "sets": dict(cell.sets)}
+    rec = identity(cell)
     target = None
     try:
         target, ref, scales = _cell_reference(cell)
@@ -360,6 +364,12 @@ def run_cell(cell: Cell) -> dict:
     except Exception as exc:  # noqa: BLE001 — reported, and not cached: the next run retries it
         rec.update(error=f"{type(exc).__name__}: {exc}", crashed=True)
     return rec
+
+
+def identity(cell: Cell) -> dict:
+    """The columns of a record that say which cell it is."""
+    return {"kind": cell.kind, "name": cell.name, "label": cell.label, "target": cell.target,
+            "nfe_budget": cell.nfe, "seed": cell.seed, "samples": cell.samples, "sets": dict(cell.sets)}
 
 
 def _run_floor(cell: Cell, target, ref, scales) -> dict:
@@ -496,11 +506,17 @@ def die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="dfc-parent-watch", daemon=True).start()
 
 
-def run_cells(cells: list[Cell], cache: Path, jobs: int = 1, progress=None) -> list[dict]:
+def run_cells(cells: list[Cell], cache: Path, jobs: int = 1, progress=None, executor="local") -> list[dict]:
     """Results of all cells: cached ones read back, missing ones computed and cached one by one.
 
-    `progress(done, total, last_label)` is called as cells finish. A cell that crashed (an
-    unexpected exception, not a DfcError) is reported in its record but not cached."""
+    `executor` (dfc.executors: local, dask, dask://HOST:PORT) runs the missing cells, the long ones
+    first; each record is written to the cache atomically as it arrives, so an interrupt loses only
+    the cells still running. `progress(done, total, last_label)` is called as cells finish. A cell
+    that crashed (an unexpected exception, not a DfcError; or on Dask a lost cell) is reported in
+    its record but not cached."""
+    from contextlib import closing
+
+    from dfc.executors import runner
     from dfc.io import atomic_write_json
 
     cache.mkdir(parents=True, exist_ok=True)
@@ -517,33 +533,16 @@ def run_cells(cells: list[Cell], cache: Path, jobs: int = 1, progress=None) -> l
     total = len(done) + len(todo)
     if progress:
         progress(len(done), total, "")
-
-    def finish(c: Cell, rec: dict):
-        rec = _plain(rec)
-        if not rec.get("crashed"):
-            atomic_write_json(cache / f"{c.key}.json", rec)
-        done[c.key] = rec
-        if progress:
-            progress(len(done), total, f"{c.label} · {c.target} · NFE {c.nfe}")
-
     todo.sort(key=_cost_hint, reverse=True)
-    if jobs <= 1 or len(todo) <= 1:
-        for c in todo:
-            finish(c, run_cell(c))
-    else:
-        import multiprocessing
-
-        # spawn: a fresh interpreter per worker, safe whatever torch's thread pools did in this one
-        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=die_with_parent, initargs=(os.getpid(),))
-        try:
-            futures = {pool.submit(run_cell, c): c for c in todo}
-            for fut in as_completed(futures):
-                finish(futures[fut], fut.result())
-        except BaseException:  # interrupted: drop the queued cells (finished ones are cached) and stop
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown()
+    if todo:  # the results are closed (unwanted cells cancelled) before the executor is released
+        with runner(executor, jobs) as run, closing(run(todo)) as finished:
+            for c, rec in finished:
+                rec = _plain(rec)
+                if not rec.get("crashed"):
+                    atomic_write_json(cache / f"{c.key}.json", rec)
+                done[c.key] = rec
+                if progress:
+                    progress(len(done), total, f"{c.label} · {c.target} · NFE {c.nfe}")
     return [done[c.key] for c in cells]
 
 

@@ -17,6 +17,7 @@ from dfc.clikit import THREADS_HELP, err_console, out_console
 from dfc.clikit import guard as _guard
 from dfc.clikit import pairs as _pairs
 from dfc.errors import ConfigError
+from dfc.executors import HELP as EXECUTOR_HELP
 from dfc.train_cli import app as train_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -281,7 +282,8 @@ def bench(
     seeds: str = typer.Option("0", help="Seeds for SPEC, comma separated."),
     samples: int = typer.Option(2000, help="Samples per cell for SPEC."),
     peers: bool = typer.Option(True, "--peers/--no-peers", help="Add the k-diffusion peers to a SPEC benchmark."),
-    jobs: int = typer.Option(1, help="Cells run in this many parallel processes."),
+    jobs: int = typer.Option(1, help="Cells run in this many parallel processes (with --executor dask: workers)."),
+    executor: str = typer.Option("local", help=EXECUTOR_HELP),
     report_only: bool = typer.Option(False, "--report", help="Only regenerate RESULTS.md from the latest default "
                                                              "results."),
     out: Optional[Path] = typer.Option(None, "--out", help="Results and cache folder (default: benchmarks/results "
@@ -307,6 +309,9 @@ def bench(
                               "Write e.g. dfc bench diffusion_gan --sweep kappa=0,0.5,1.")
         if jobs < 1:
             raise ConfigError(f"--jobs {jobs}: at least 1.")
+        from dfc.executors import parse, unfinished
+
+        where = parse(executor)
         sweeps = b.parse_sweeps(sweep or [], _pairs(set_, "--set"))
         if spec is not None:
             from dfc.sample import build
@@ -342,9 +347,12 @@ def bench(
                           console=err_console) as bar:
                 task = bar.add_task(f"bench {chosen['name']}", total=len(cells), last="")
                 records = b.run_cells(cells, results / "cache", jobs, progress=lambda done, total, last: bar.update(
-                    task, completed=done, total=total, last=last))
+                    task, completed=done, total=total, last=last), executor=where)
         finally:
             signal.signal(signal.SIGTERM, previous)
+        failure = unfinished(cells, records)
+        if failure is not None and all(r.get("crashed") for r in records):
+            raise failure  # nothing to tabulate
         df = b.frame(records)
         folder = results / chosen["name"]
         b.write_results(df, folder)
@@ -368,6 +376,8 @@ def bench(
             b.report(folder, results_md)
             out_console.print(f"wrote {results_md}", highlight=False)
         out_console.print(f"results: {folder}", highlight=False)
+        if failure is not None:
+            raise failure
 
     _guard(body)
 

@@ -106,6 +106,13 @@ class LimitError(DfcError):
     steps, file sizes, memory): refused before the work starts."""
 
 
+class CellsFailed(DfcError):
+    """Benchmark cells that did not finish (a crash, a lost worker): the rest of the run is written,
+    and the command exits 1 so that a script or a scheduler sees it."""
+
+    exit_code = 1
+
+
 RECURSION_LIMIT = 6000  # while a spec is parsed and compiled (its nesting is bounded by dfc.syntax.MAX_DEPTH)
 
 

@@ -33,6 +33,7 @@ import torch
 from torch.nn import functional as F
 
 from dfc import checkpoint
+from dfc.ddp import World
 from dfc.errors import ConfigError, DataError
 from dfc.nets import Discriminator, Generator, ScoreNet, build
 
@@ -162,8 +163,11 @@ class ScoreConfig:
 
 
 def train_score(data: torch.Tensor, info: dict, out: str | Path, cfg: ScoreConfig = ScoreConfig(), *,
-                resume: bool = False, device: str = "cpu", progress=None) -> dict:
-    """DSM with EDM preconditioning on `data` (N, D); writes OUT/score.safetensors. Returns the log."""
+                resume: bool = False, device: str = "cpu", progress=None, world: World = World()) -> dict:
+    """DSM with EDM preconditioning on `data` (N, D); writes OUT/score.safetensors. Returns the log.
+
+    Under torchrun (`world`, dfc.ddp) each rank trains on its slice of every global batch of
+    `cfg.batch`; rank 0 writes the checkpoint; the log's losses are the global batch's."""
     cfg.check()
     data = check_data(data, f"the training data {info.get('source', info.get('name'))!r}")
     from dfc.data import moments
@@ -181,7 +185,8 @@ def train_score(data: torch.Tensor, info: dict, out: str | Path, cfg: ScoreConfi
     header = {"kind": "score", "arch": net.arch(), "normalisation": net.norm_record(), "data": info,
               "config": asdict(cfg)}
     step = 0
-    prev = _resume_or_fresh(path, "score", resume, {k: header[k] for k in ("data", "arch", "config", "normalisation")})
+    prev = world.on_main(lambda: _resume_or_fresh(path, "score", resume, {k: header[k] for k in (
+        "data", "arch", "config", "normalisation")}))
     if prev is not None:
         tensors, old = prev
         restore_state(tensors, path, {"model": net, "ema": ema}, {"opt": opt}, gen)
@@ -191,8 +196,11 @@ def train_score(data: torch.Tensor, info: dict, out: str | Path, cfg: ScoreConfi
     ema.to(device)
     _move_optimizer(opt, device)
     z_data = ((data - mean.float()) / scale).to(device)
+    model = world.wrap(net)
 
     def save(k: int) -> None:
+        if not world.main:
+            return
         tensors = {**state_tensors({"model": net, "ema": ema}, {"opt": opt}, gen), "log.loss": losses[:k].clone()}
         checkpoint.save(path, tensors, {**header, "progress": {"step": k, "total": cfg.steps,
                                                                "complete": k >= cfg.steps}})
@@ -203,12 +211,13 @@ def train_score(data: torch.Tensor, info: dict, out: str | Path, cfg: ScoreConfi
         while step < cfg.steps:
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg.steps, cfg.lr, cfg.warmup)
-            idx = torch.randint(n, (cfg.batch,), generator=gen)
-            sigma = torch.exp(cfg.p_mean + cfg.p_std * torch.randn(cfg.batch, 1, generator=gen)).to(device)
-            eps = torch.randn(cfg.batch, d, generator=gen).to(device)
-            z = z_data[idx.to(device)]
+            idx = torch.randint(n, (cfg.batch,), generator=gen)  # the global batch; this rank keeps its part
+            sigma = torch.exp(cfg.p_mean + cfg.p_std * torch.randn(cfg.batch, 1, generator=gen))
+            eps = torch.randn(cfg.batch, d, generator=gen)
+            part = world.shard(cfg.batch)
+            sigma, eps, z = sigma[part].to(device), eps[part].to(device), z_data[idx[part].to(device)]
             weight = (sigma * sigma + 1) / (sigma * sigma)  # EDM's λ(σ) with σ_data = 1
-            loss = (weight * (net(z + sigma * eps, sigma) - z) ** 2).mean()
+            loss = world.mean(weight * (model(z + sigma * eps, sigma) - z) ** 2, cfg.batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -216,14 +225,16 @@ def train_score(data: torch.Tensor, info: dict, out: str | Path, cfg: ScoreConfi
             with torch.no_grad():
                 for pe, pm in zip(ema.parameters(), net.parameters()):
                     pe.lerp_(pm, 1 - decay)
-            losses[step] = float(loss.detach())
+            flags = torch.tensor(float(stop.requested), device=loss.device)
+            stats = world.average(torch.stack([loss.detach(), flags]))  # the global loss and the stop: one all-reduce
+            losses[step], stopping = float(stats[0]), bool(stats[1] > 0)
             step += 1
             if progress is not None:
                 progress(step, cfg.steps, float(losses[max(0, step - 50):step].mean()),
                          _rate(step - first, cfg.batch, start))
-            if step % cfg.save_every == 0 or step == cfg.steps or stop.requested:
+            if step % cfg.save_every == 0 or step == cfg.steps or stopping:
                 save(step)
-            if stop.requested and step < cfg.steps:
+            if stopping and step < cfg.steps:
                 raise KeyboardInterrupt
     wall = time.perf_counter() - start
     return {"path": str(path), "steps": cfg.steps, "final_loss": float(losses[-min(200, cfg.steps):].mean()),
@@ -279,17 +290,24 @@ def spec_record(spec) -> dict:
             "solver": spec.run.solver, "ts": [float(t) for t in ts]}
 
 
-def logistic_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
-    """Real labelled 1, fake 0; the optimum is d* = log(Q/p) (MATH §1)."""
-    return F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+def logistic_loss(d_real: torch.Tensor, d_fake: torch.Tensor, world: World = World(), n: int | None = None
+                  ) -> torch.Tensor:
+    """Real labelled 1, fake 0; the optimum is d* = log(Q/p) (MATH §1). Under DDP the logits are this
+    rank's part of a global batch of `n` (World.mean)."""
+    n = d_real.shape[0] if n is None else n
+    return world.mean(F.softplus(-d_real), n) + world.mean(F.softplus(d_fake), n)
 
 
 def train_disc(spec, data: torch.Tensor, info: dict, fields_target, score_record: dict, out: str | Path,
-               cfg: DiscConfig = DiscConfig(), *, resume: bool = False, device: str = "cpu", progress=None) -> dict:
+               cfg: DiscConfig = DiscConfig(), *, resume: bool = False, device: str = "cpu", progress=None,
+               world: World = World()) -> dict:
     """Algorithm 2 on the run grid of `spec`; writes OUT/stack.safetensors. Returns the log.
 
     `fields_target` supplies s_Q for the spec's score part (an exact target or a LearnedScore);
-    `score_record` describes it for the header."""
+    `score_record` describes it for the header. Under torchrun (`world`, dfc.ddp) each rank fits
+    the step's discriminator on its slice of every global batch; only the network of the current
+    step is wrapped for DDP (the others take no part in the step), and every rank moves all the
+    particles alike (the same generator), so they agree without communication."""
     from dfc.data import moments
     from dfc.fields import Drift
     from dfc.learned import DiscStack
@@ -328,7 +346,7 @@ def train_disc(spec, data: torch.Tensor, info: dict, fields_target, score_record
     if shared:
         opt = torch.optim.Adam(stack.nets[0].parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         replay = torch.zeros(K, cfg.particles, data.shape[1])
-    prev = _resume_or_fresh(path, "disc", resume, expect)
+    prev = world.on_main(lambda: _resume_or_fresh(path, "disc", resume, expect))
     if prev is not None:
         tensors, old = prev
         k0 = int(old["progress"]["step"])
@@ -354,6 +372,8 @@ def train_disc(spec, data: torch.Tensor, info: dict, fields_target, score_record
     terms = Terms(Drift(spec, fields_target, stack))
 
     def save(k: int, x_now: torch.Tensor) -> None:
+        if not world.main:
+            return
         done = k >= K
         tensors = {**stack.tensors(k), "log.loss": losses[:k].clone(), "log.acc": accs[:k].clone()}
         if not done:  # the training state; a finished stack keeps only what sampling needs
@@ -365,30 +385,32 @@ def train_disc(spec, data: torch.Tensor, info: dict, fields_target, score_record
 
     start = time.perf_counter()
     x = x.to(device)
+    model = world.wrap(stack.nets[0]) if shared else None
+    part = world.shard(cfg.batch)
     with interruptible() as stop:
         for k in range(k0, K):
             zf = stack.normalise(x, k)
             if shared:
                 replay[k] = zf
-                net = stack.nets[0]
             else:
                 net = stack.new_net(k, warm=cfg.warm_start, seed=cfg.seed)
                 opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+                model = world.wrap(net)  # the active network only: d_j for j != k is not used in this step
             for it in range(cfg.iters):
                 if shared:  # half the batch at t_k, half replayed from the steps so far
                     half = cfg.batch // 2
                     steps_ = torch.cat([torch.full((half,), k), torch.randint(k + 1, (cfg.batch - half,), generator=gen)])
                 else:
                     steps_ = torch.full((cfg.batch,), k)
-                fi = torch.randint(cfg.particles, (cfg.batch,), generator=gen).to(device)
-                yi = torch.randint(y_all.shape[0], (cfg.batch,), generator=gen).to(device)
-                eps = torch.randn(cfg.batch, y_all.shape[1], generator=gen).to(device)
-                steps_ = steps_.to(device)
+                fi = torch.randint(cfg.particles, (cfg.batch,), generator=gen)  # the global batch; this rank
+                yi = torch.randint(y_all.shape[0], (cfg.batch,), generator=gen)  # keeps its part
+                eps = torch.randn(cfg.batch, y_all.shape[1], generator=gen)
+                fi, yi, eps, steps_ = (v[part].to(device) for v in (fi, yi, eps, steps_))
                 fake = replay[steps_, fi] if shared else zf[fi]
                 real = stack.noised_data(y_all[yi], eps, steps_)
                 cond = stack.cond(steps_) if shared else None
-                d_real, d_fake = net(real, cond), net(fake, cond)
-                loss = logistic_loss(d_real, d_fake)
+                d_real, d_fake = model(real, cond), model(fake, cond)
+                loss = logistic_loss(d_real, d_fake, world, cfg.batch)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -396,12 +418,13 @@ def train_disc(spec, data: torch.Tensor, info: dict, fields_target, score_record
                     progress(k * cfg.iters + it + 1, K * cfg.iters, float(loss.detach()),
                              _rate((k - k0) * cfg.iters + it + 1, 2 * cfg.batch, start))
             with torch.no_grad():
-                losses[k] = float(loss.detach())
-                accs[k] = 0.5 * float((d_real > 0).double().mean() + (d_fake < 0).double().mean())
+                losses[k] = float(world.average(loss.detach()))
+                right = world.mean((d_real > 0).double(), cfg.batch) + world.mean((d_fake < 0).double(), cfg.batch)
+                accs[k] = 0.5 * float(world.average(right))
             stack.fitted = k + 1
             x = solve(terms, "euler", x, grid.window(k, k + 1), generator=gen)  # Alg. 2's particle step
             save(k + 1, x)  # every step: a stack is resumable at any step boundary
-            if stop.requested and k + 1 < K:
+            if world.any(stop.requested) and k + 1 < K:
                 raise KeyboardInterrupt
     wall = time.perf_counter() - start
     return {"path": str(path), "steps": K, "losses": losses.tolist(), "accuracy": accs.tolist(), "wall_s": wall,

@@ -51,6 +51,28 @@ def _device(device: str) -> str:
 
 
 @contextmanager
+def data_parallel(device: str, batch: int):
+    """The torchrun world of this process (dfc.ddp; one process without torchrun), left on exit."""
+    from dfc import ddp
+
+    world = ddp.start(device)
+    try:
+        if batch < world.size:
+            raise ConfigError(f"--batch {batch} cannot be split over the {world.size} processes torchrun started.",
+                              None, f"Use a global batch of at least {world.size} (it is split across the processes).")
+        yield world
+    finally:
+        ddp.stop()
+
+
+def rank_progress(world, description: str, total: int, unit: str = "samples/s"):
+    """The progress bar on rank 0; nothing on the other ranks."""
+    from contextlib import nullcontext
+
+    return progress_bar(description, total, unit) if world.main else nullcontext(None)
+
+
+@contextmanager
 def progress_bar(description: str, total: int, unit: str = "samples/s"):
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
@@ -202,10 +224,14 @@ def score_cmd(
         cfg = ScoreConfig(steps=steps, batch=batch, lr=lr, hidden=hidden, depth=depth, ema=ema, seed=seed,
                           save_every=save_every)
         cfg.check()
-        use_threads(batch * hidden, threads)
         folder = Path(out) if out is not None else Path("runs") / f"score-{info['name']}"
-        with progress_bar(f"score on {info['name']}", steps) as update:
-            log = train_score(x, info, folder, cfg, resume=resume, device=_device(device), progress=update)
+        with data_parallel(device, batch) as world:
+            use_threads(batch // world.size * hidden, threads)
+            with rank_progress(world, f"score on {info['name']}", steps) as update:
+                log = train_score(x, info, folder, cfg, resume=resume, device=_device(world.device(device)),
+                                  progress=update, world=world)
+        if not world.main:
+            return
         losses = np.asarray(log.pop("losses"))
         _loss_plot(folder, {"EDM loss": losses, "moving average (100)": _moving_average(losses, 100)},
                    f"denoising score matching on {info['name']}")
@@ -263,6 +289,7 @@ def disc_cmd(
 
     def body():
         from dfc.data import law
+        from dfc.ddp import from_env
         from dfc.io import atomic_write_json
         from dfc.learned import load_score, resolve, score_record
         from dfc.sample import build
@@ -271,21 +298,22 @@ def disc_cmd(
 
         x, info = _data(target, data, points)
         sets = _pairs(set_, "--set")
-        run = {**_pairs(run_, "--run"), "target": _run_target_name(info), "device": _device(device)}
+        dev = _device(from_env().device(device))  # under torchrun on CUDA: this rank's GPU
+        run = {**_pairs(run_, "--run"), "target": _run_target_name(info), "device": dev}
         if steps is not None:
             run["steps"] = str(steps)
         compiled = build(spec, sets, run)
         cfg = DiscConfig(variant=variant, iters=iters, batch=batch, lr=lr, hidden=hidden, depth=depth,
                          weight_decay=weight_decay, warm_start=warm_start, particles=particles, seed=seed)
         cfg.check()
-        use_threads(max(batch * hidden, particles * info["dim"]), threads)
+        use_threads(max(batch // from_env().size * hidden, particles * info["dim"]), threads)
         exact = law(info["name"]) if not info.get("file") else None
         if exact is None:
             exact = DataSet(x, name=info["name"])  # the ideal denoiser of the training points
-        exact = exact.to(device=device, dtype=torch.float32)
+        exact = exact.to(device=dev, dtype=torch.float32)
         if score is not None:
             score_path = resolve(score)
-            fields = load_score(score_path, device, torch.float32, data_target=exact)
+            fields = load_score(score_path, dev, torch.float32, data_target=exact)
             from dfc.data import same_data
 
             why = same_data(getattr(fields, "info", info), info["name"] if not info.get("file") else info["source"],
@@ -296,9 +324,12 @@ def disc_cmd(
             score_path, fields = None, exact
         folder = Path(out) if out is not None else Path("runs") / f"disc-{compiled.name}-{info['name']}"
         K = len(compiled.grid()) - 1
-        with progress_bar(f"Alg. 2 on {compiled.name}, {K} steps", K * iters) as update:
+        with data_parallel(device, batch) as world, rank_progress(world, f"Alg. 2 on {compiled.name}, {K} steps",
+                                                                   K * iters) as update:
             log = train_disc(compiled, x, info, fields, score_record(score_path, info["name"]), folder, cfg,
-                             resume=resume, device=device, progress=update)
+                             resume=resume, device=dev, progress=update, world=world)
+        if not world.main:
+            return
         log.pop("particles")
         _loss_plot(folder, {"logistic loss at the end of each step": np.asarray(log["losses"]),
                             "accuracy": np.asarray(log["accuracy"])}, f"Alg. 2 on {compiled.name}",
@@ -355,8 +386,12 @@ def gan_cmd(
     def body():
         from dfc.io import atomic_save_npy, atomic_write_json
         from dfc.sample import build
+        from dfc.ddp import from_env
         from dfc.train import GanConfig, load_generator, train_gan
 
+        if from_env().size > 1:
+            raise ConfigError(f"dfc train gan runs in one process; torchrun started {from_env().size}.", None,
+                              "Run it without torchrun (train score and train disc are data-parallel).")
         x, info = _data(target, data, points)
         compiled = build(spec, _pairs(set_, "--set"), {"target": _run_target_name(info), "device": _device(device)})
         cfg = GanConfig(iters=iters, batch=batch, d_steps=d_steps, eta=eta, lr_g=lr_g, lr_d=lr_d, hidden=hidden,

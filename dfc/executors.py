@@ -1,0 +1,248 @@
+"""Where `dfc bench` cells run (`--executor`): this machine's processes, or a Dask cluster.
+
+- `local` (the default): cells in this process (`--jobs 1`) or in a pool of `--jobs` spawned
+  processes that die with their parent (dfc.bench.die_with_parent).
+- `dask`: a `distributed.LocalCluster` of `--jobs` worker processes, one thread each.
+- `dask://HOST:PORT`: an existing Dask scheduler (`dask scheduler`, `dask worker ...`); its
+  workers decide the parallelism, and `--jobs` is not used.
+
+Every executor does one thing: given cells, yield `(cell, record)` in the order the cells finish.
+The client (dfc.bench.run_cells) writes each record to the cache as it arrives, so what is lost
+to an interrupt, a killed worker or a killed client is at most the cells still running.
+
+A cell is a pure function of its key (dfc.bench.Cell.key: the spec's digest, target, NFE, seed,
+N, run settings, and the harness and dfc versions). On Dask a worker first checks that it runs
+the client's code (`code_version`: a digest of dfc's source and the torch version) and reads the
+same spec files (their digest, Cell.source); a mismatch is that cell's error, not a silently
+different row. Dask reschedules the cells of a worker that died; a cell that cannot finish (it
+killed `distributed.scheduler.allowed-failures` workers, or failed on the worker) comes back as
+a record with `error` and `crashed`, which run_cells does not cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable, Iterator
+
+from dfc.errors import CellsFailed, ConfigError
+
+HELP = ("local (processes on this machine, the default) | dask (a Dask LocalCluster of --jobs workers) | "
+        "dask://HOST:PORT (an existing Dask scheduler). Dask needs the cluster extra (README, On a cluster).")
+CONNECT_TIMEOUT_S = 5  # how long to wait for a scheduler at dask://HOST:PORT
+CLOSE_TIMEOUT_S = 10
+DASK_HINT = 'Install it with `pip install -e ".[cluster]"` (or `pip install distributed`), or use --executor local.'
+
+Results = Iterator[tuple]  # of (Cell, record)
+Runner = Callable[[list], Results]
+
+
+@dataclass(frozen=True)
+class Executor:
+    kind: str  # "local" or "dask"
+    address: str | None = None  # dask: None for a LocalCluster, else the scheduler's tcp://HOST:PORT
+
+
+def parse(text: str) -> Executor:
+    """`local`, `dask` or `dask://HOST:PORT` (also `tcp://HOST:PORT`); anything else is a ConfigError."""
+    t = (text or "").strip()
+    if t in ("local", "dask"):
+        return Executor(t)
+    for scheme in ("dask://", "tcp://"):
+        if t.startswith(scheme):
+            rest = t[len(scheme):]
+            host, _, port = rest.rpartition(":")
+            if host and port.isdigit():
+                return Executor("dask", f"tcp://{rest}")
+    raise ConfigError(f"--executor {text!r} is not an executor.", None,
+                      "Use local, dask, or dask://HOST:PORT (the address of a running `dask scheduler`, e.g. "
+                      "dask://10.0.0.5:8786).")
+
+
+@contextmanager
+def runner(executor: Executor | str, jobs: int = 1) -> Iterator[Runner]:
+    """A function from cells to `(cell, record)` pairs as they finish, valid inside the `with`; the
+    processes or the cluster connection it holds are released on leaving, also on an interrupt."""
+    ex = parse(executor) if isinstance(executor, str) else executor
+    if ex.kind == "local":
+        with _pool(jobs) as pool:
+            yield lambda cells: _local(pool, cells)
+        return
+    with _dask_client(ex.address, jobs) as client:
+        yield lambda cells: _dask(client, cells)
+
+
+# ---------------------------------------------------------------------------------------
+# local
+
+
+@contextmanager
+def _pool(jobs: int):
+    """A pool of `jobs` spawned processes that die with this one (None for one job); its workers
+    start on the first cell and serve every later one."""
+    import multiprocessing
+    import os
+
+    from dfc import bench
+
+    if jobs <= 1:
+        yield None
+        return
+    # spawn: a fresh interpreter per worker, safe whatever torch's thread pools did in this one
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=bench.die_with_parent, initargs=(os.getpid(),))
+    try:
+        yield pool
+    except BaseException:  # interrupted: drop the queued cells (finished ones are cached) and stop
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+
+
+def _local(pool, cells: list) -> Results:
+    from dfc import bench
+
+    if pool is None or len(cells) <= 1:
+        for c in cells:
+            yield c, bench.run_cell(c)
+        return
+    futures = {pool.submit(bench.run_cell, c): c for c in cells}
+    try:
+        for fut in as_completed(futures):
+            yield futures[fut], fut.result()
+    finally:  # the consumer stopped early (an interrupt): the queued cells are not wanted
+        for fut in futures:
+            fut.cancel()
+
+
+# ---------------------------------------------------------------------------------------
+# Dask
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """What must be the same on the client and every worker for a cell to give the same row: a
+    digest of dfc's source (its .py and grammar files) and the torch version, read once per
+    process (the code it imported)."""
+    from importlib import resources
+
+    import torch
+
+    digest = hashlib.sha1(f"torch {torch.__version__}".encode())
+    for package in ("dfc", "dfc.backends", "dfc.grammar"):
+        root = resources.files(package)
+        for f in sorted((f for f in root.iterdir() if f.name.endswith((".py", ".lark"))), key=lambda f: f.name):
+            digest.update(f"{package}/{f.name}".encode())
+            digest.update(f.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+class WorkerMismatch(RuntimeError):
+    """A worker that would not compute the client's cell: other code, or other spec files."""
+
+
+def run_remote(cell, version: str) -> dict:
+    """On a Dask worker: the cell's record, after checking that this worker runs the client's code
+    (`version`) and reads the cell's spec files as the client did (Cell.source)."""
+    import socket
+
+    from dfc import bench
+    from dfc.errors import DfcError
+
+    here = socket.gethostname()
+    mine = code_version()
+    if mine != version:
+        raise WorkerMismatch(f"the worker on {here} runs dfc code version {mine}, the client {version}: install the "
+                             f"same dfc (and torch) on every worker")
+    if cell.source:
+        try:
+            source = bench.spec_source(cell.name)
+        except DfcError as exc:
+            source = f"unreadable ({exc.message})"
+        if source != cell.source:
+            raise WorkerMismatch(f"the worker on {here} reads spec {cell.name!r} as {source}, the client as "
+                                 f"{cell.source}: give workers the same spec files (presets need nothing)")
+    return bench.run_cell(cell)
+
+
+def failed(cell, error: str) -> dict:
+    """The record of a cell that did not finish: reported, never cached (the next run retries it)."""
+    from dfc import bench
+
+    return {**bench.identity(cell), "error": error, "crashed": True}
+
+
+def unfinished(cells: list, records: list[dict], shown: int = 5) -> CellsFailed | None:
+    """The cells whose record says they crashed, each with its key and error, as one error (None if
+    every cell finished)."""
+    bad = [(c, r) for c, r in zip(cells, records) if r.get("crashed")]
+    if not bad:
+        return None
+    listed = "; ".join(f"cell {c.key} ({c.label} on {c.target}, NFE {c.nfe}, seed {c.seed}): {r['error']}"
+                       for c, r in bad[:shown])
+    more = f"; and {len(bad) - shown} more" if len(bad) > shown else ""
+    return CellsFailed(f"{len(bad)} cell(s) did not finish and were not cached: {listed}{more}.", None,
+                       "The other rows are written; run the same command again to retry only these cells.")
+
+
+@contextmanager
+def _dask_client(address: str | None, jobs: int):
+    """A distributed.Client: of a new LocalCluster (`address` None) or of the scheduler at `address`."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise ConfigError("--executor dask needs the Python package `distributed`, which is not installed.", None,
+                          DASK_HINT) from None
+    cluster = None
+    if address is None:
+        cluster = LocalCluster(n_workers=max(1, jobs), threads_per_worker=1, processes=True,
+                               dashboard_address=None, silence_logs=logging.ERROR)
+        client = Client(cluster)
+    else:
+        client = _connect(Client, address)
+    try:
+        yield client
+    finally:
+        client.close(timeout=CLOSE_TIMEOUT_S)
+        if cluster is not None:
+            cluster.close(timeout=CLOSE_TIMEOUT_S)
+
+
+def _connect(client_class, address: str):
+    shown = "dask://" + address.removeprefix("tcp://")
+    try:
+        return client_class(address, timeout=CONNECT_TIMEOUT_S)
+    except (OSError, TimeoutError) as exc:
+        raise ConfigError(f"--executor {shown}: no Dask scheduler answered at {address} within {CONNECT_TIMEOUT_S} s "
+                          f"({type(exc).__name__}).", None,
+                          "Start one there with `dask scheduler` and its workers with `dask worker "
+                          f"{address} --nthreads 1`, check the host and port, or use --executor dask for a cluster "
+                          "on this machine (README, On a cluster).") from None
+
+
+def _dask(client, cells: list) -> Results:
+    """Submit every cell (the first listed first), then yield them as they finish."""
+    from distributed import as_completed as finished
+
+    version = code_version()
+    futures = {client.submit(run_remote, c, version, key=f"dfc-cell-{c.key}-{version}",
+                             priority=len(cells) - i, pure=False): c for i, c in enumerate(cells)}
+    try:
+        for fut in finished(futures):
+            cell = futures[fut]
+            if fut.status == "finished":
+                rec = fut.result()
+            else:
+                exc = fut.exception()
+                rec = failed(cell, f"{type(exc).__name__}: {exc}")
+            fut.release()
+            yield cell, rec
+    finally:  # an interrupt: the scheduler forgets the cells this client no longer wants
+        client.cancel([f for f in futures if not f.done()])
+
+
+__all__ = ["HELP", "Executor", "parse", "runner", "code_version", "run_remote", "failed", "unfinished", "WorkerMismatch"]
