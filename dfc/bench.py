@@ -989,7 +989,8 @@ SCALE_REPORTS = (("particles.md", "Quality against the particle count (benchmark
                  ("estimators.md", "Population estimates of s_p (benchmarks/estimators.py)"),
                  ("threads.md", "Threads (benchmarks/threads.py)"))
 OTHER_REPORTS = (("likelihood.md", "Likelihood (dfc nll)"), ("learned.md", "Learned fields (dfc train)"),
-                 ("overhead.md", "Native sampler overhead"))
+                 ("overhead.md", "Native sampler overhead"),
+                 ("cluster.md", "Executors: local processes and Dask (benchmarks/cluster.py)"))
 
 
 def _extras(folder: Path, reports) -> list[str]:
