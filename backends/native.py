@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from dfc.blowup import check_blowup
 from dfc.errors import NumericalError
 
 FINITE_CHECK_EVERY = 8  # steps between checks for non-finite particles (a check costs a sync)
@@ -49,6 +50,7 @@ def sample(drift, x0: torch.Tensor, ts: np.ndarray, dt_left: np.ndarray, dt_righ
         normals = lambda i: torch.randn(x0.shape, generator=generator, dtype=x0.dtype,  # noqa: E731
                                         device=x0.device)
     x = x0.clone()
+    check_blowup(drift, x, 0, ts[0], 0.0)
     if record is not None:
         record(0, x.clone())
     ts_, hl, hr = ts.tolist(), dt_left.tolist(), dt_right.tolist()  # python floats: no per-step conversions
@@ -72,6 +74,7 @@ def sample(drift, x0: torch.Tensor, ts: np.ndarray, dt_left: np.ndarray, dt_righ
             x.add_(d, alpha=0.5 * h).add_(d2, alpha=0.5 * hr[i])
             if z is not None:
                 x.add_(z, alpha=scale)
+        check_blowup(drift, x, i + 1, t, h)
         if record is not None:
             record(i + 1, x.clone())
         if progress is not None:

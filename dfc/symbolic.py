@@ -114,7 +114,9 @@ def power(a: sp.Expr, b: sp.Expr, span=None) -> sp.Expr:
     import mpmath
 
     with mpmath.workprec(64):
-        mag = mpmath.power(abs(_mpf(a)), _mpf(b))
+        base, exponent = abs(_mpf(a)), _mpf(b)
+        # a huge exponent by exp and log: mpmath's power squares once per bit of an integer exponent
+        mag = mpmath.exp(exponent * mpmath.log(base)) if abs(exponent) > 2**64 else mpmath.power(base, exponent)
         if mag > FLOAT_MAX:
             raise SpecValueError(f"{_short(a)}^{_short(b)} is about 10^{float(mpmath.log10(mag)):.4g}, beyond "
                                  f"float64's range (about 1.8e308).", span, "Use a smaller base or exponent.")
