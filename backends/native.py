@@ -11,6 +11,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from dfc.blowup import check_blowup
 from dfc.errors import NumericalError
 
 FINITE_CHECK_EVERY = 8  # steps between checks for non-finite particles (a check costs a sync)
@@ -24,13 +25,17 @@ def _check(x: torch.Tensor, spec_name: str, t_from: float, t_to: float) -> None:
                   "clock, or a smaller GAN weight.")
 
 
-def run_steps(step: Callable, x0: torch.Tensor, ts: np.ndarray, spec_name: str,
+def run_steps(step: Callable, x0: torch.Tensor, ts: np.ndarray, dt: np.ndarray, drift,
               normals: Callable[[int], torch.Tensor],
               progress: Callable[[int], None] | None = None,
               record: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
     """Apply `step` over the grid from x0 at ts[0]. `record(i, x)` receives a copy of the particles
-    at every grid time t_i, `progress(i)` the number of finished steps."""
+    at every grid time t_i, `progress(i)` the number of finished steps. After every step the
+    particles are checked for a blow-up (dfc.blowup; `drift` and the step's effective `dt` name
+    the term that dominated)."""
+    spec_name = drift.spec.name
     x = x0.clone()
+    check_blowup(drift, x, 0, ts[0], 0.0)
     if record is not None:
         record(0, x.clone())
     ts_ = ts.tolist()
@@ -38,6 +43,7 @@ def run_steps(step: Callable, x0: torch.Tensor, ts: np.ndarray, spec_name: str,
     last_check = 0
     for i in range(n):
         x = step(i, x, normals)
+        check_blowup(drift, x, i + 1, ts_[i], dt[i])
         if record is not None:
             record(i + 1, x.clone())
         if progress is not None:

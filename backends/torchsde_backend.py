@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torchsde
 
+from dfc.blowup import check_blowup
 from dfc.errors import ConfigError
 from dfc.solvers import Solver
 
@@ -72,9 +73,11 @@ def integrate(drift, x0: torch.Tensor, ts: np.ndarray, method: str = "euler", se
     sde, grid = prepared(drift, x0, ts)
     bm = bm if bm is not None else brownian(x0, grid, seed, method)
     x = x0
+    check_blowup(drift, x, 0, float(grid[0]), 0.0)
     for i in range(len(ts) - 1):
         with torch.no_grad():
             x = torchsde.sdeint(sde, x, grid[i : i + 2], method=method, dt=float(grid[i + 1] - grid[i]), bm=bm)[-1]
+        check_blowup(drift, x, i + 1, float(grid[i]), float(grid[i + 1] - grid[i]))
         if progress is not None:
             progress(i + 1)
     return x

@@ -9,7 +9,8 @@ shape and bytes, in name order). Files are written atomically (`dfc.io.atomic_wr
 `load` checks, in order, and raises a DataError naming the file and what is wrong: that the file
 exists and is readable; that its 8-byte header length and JSON header fit in the file
 (truncation); that safetensors can read every tensor (corruption); that it carries a dfc header of
-a format this dfc reads; that it is the kind asked for; that the tensors match their checksum
+a format this dfc reads (an entry missing from the header, as a damaged key, is reported by name
+when it is read: `Header`); that it is the kind asked for; that the tensors match their checksum
 (a flipped bit); that floating tensors are finite; and that the header entries in `expect`
 equal the caller's (a mismatch names the entry, its value and the expected one).
 """
@@ -57,6 +58,18 @@ def save(path: str | Path, tensors: dict[str, torch.Tensor], header: dict) -> Pa
 
 def _corrupt(path: Path, what: str) -> DataError:
     return DataError(f"checkpoint {path} is corrupt or truncated: {what}.", None, HINT)
+
+
+class Header(dict):
+    """A checkpoint's dfc header (nested entries too): reading an entry it lacks, as a bit flipped in a
+    key's name would make it, is a corrupt-checkpoint DataError naming the entry, not a KeyError."""
+
+    def __init__(self, entries: dict, path: Path, where: str = ""):
+        super().__init__({k: Header(v, path, f"{where}{k}.") if isinstance(v, dict) else v for k, v in entries.items()})
+        self.path, self.where = path, where
+
+    def __missing__(self, key):
+        raise _corrupt(self.path, f"its header has no entry {self.where}{key} (a damaged key, or not written by dfc)")
 
 
 def read_header(path: str | Path) -> tuple[bytes, dict]:
@@ -110,7 +123,7 @@ def read_header(path: str | Path) -> tuple[bytes, dict]:
     if not isinstance(fmt, int) or fmt > FORMAT:
         raise DataError(f"checkpoint {path} has format {fmt!r}; this dfc reads format {FORMAT} and older.", None,
                         "Upgrade dfc, or train the checkpoint again with this version.")
-    return blob, header
+    return blob, Header(header, path)
 
 
 def load(path: str | Path, kind: str, expect: dict | None = None) -> tuple[dict[str, torch.Tensor], dict]:
@@ -120,8 +133,8 @@ def load(path: str | Path, kind: str, expect: dict | None = None) -> tuple[dict[
 
     path = Path(path)
     blob, header = read_header(path)
-    if header.get("kind") != kind:
-        raise DataError(f"checkpoint {path} holds a {header.get('kind')!r} checkpoint, not a {kind!r} one.", None,
+    if header["kind"] != kind:  # a missing kind: corrupt (Header)
+        raise DataError(f"checkpoint {path} holds a {header['kind']!r} checkpoint, not a {kind!r} one.", None,
                         f"Give a {kind} checkpoint (written by `dfc train {kind}`).")
     try:
         tensors = st_load(blob)  # safetensors: plain bytes, never pickle

@@ -71,7 +71,7 @@ def run(
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         from dfc.floors import LEVELS
-        from dfc.sample import build, run as run_spec, write_outputs
+        from dfc.sample import build, check_out_folder, run as run_spec, write_outputs
 
         level = metrics.strip().lower()
         if level not in LEVELS:
@@ -87,6 +87,8 @@ def run(
         if denoise is not None:
             overrides["denoise"] = denoise
         compiled = build(spec, _pairs(set_, "--set"), overrides)
+        folder = out if out is not None else Path("runs") / compiled.name
+        check_out_folder(folder)  # before sampling: a folder that cannot be written, or is not the run's own
         steps_total = compiled.run.steps
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
                       TimeElapsedColumn(), console=err_console, transient=True) as bar:
@@ -103,7 +105,6 @@ def run(
                 bar.update(measuring[0], description=what, completed=fraction, detail=f"{100 * fraction:3.0f}%")
 
             result = run_spec(compiled, progress=sampled, metrics=level, metrics_progress=measured, threads=threads)
-        folder = out if out is not None else Path("runs") / compiled.name
         paths = write_outputs(result, folder)
         _summary(result, paths)
 
@@ -245,6 +246,10 @@ def nll(
         compiled = build(spec, _pairs(set_, "--set"), overrides)
         if points < 2:
             raise ConfigError(f"--points {points}: score at least 2 points.")
+        from dfc.io import check_writable
+
+        folder = out if out is not None else Path("runs") / f"{compiled.name}-nll"
+        check_writable(folder / "nll.json")  # before the work, whose result could not be kept
         from dfc.likelihood import BATCH
         from dfc.threads import use_threads
 
@@ -260,7 +265,6 @@ def nll(
                                     divergence=divergence, probes=probes, elbo=elbo, elbo_steps=elbo_steps,
                                     elbo_scale=elbo_scale, seed=seed, prefer_estimate=fields is not None,
                                     progress=lambda task, f: bar.update(tasks[task], completed=min(f, 1.0)))
-        folder = out if out is not None else Path("runs") / f"{compiled.name}-nll"
         paths = write_likelihood(result, folder)
         print_likelihood(result, paths, out_console)
 

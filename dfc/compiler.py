@@ -262,6 +262,21 @@ def _noise_culprit(spec: CompiledSpec) -> tuple[str, str]:
     return ("g2", "lambda2") if spec.ir.term("g2").span is not None else ("lambda2", "g2")
 
 
+def _check_between_points(spec: CompiledSpec) -> None:
+    """The time-only terms have no pole, and no stretch where a root or log is undefined, between the
+    check points either: dfc.singular, from their symbolic form."""
+    from dfc.singular import singularity
+
+    for name in ("sigma", "u", "g2", "lambda2", "beta"):
+        e = spec.exprs[name]
+        found = None if e.has(X, D) else singularity(e, spec.t0, spec.t1, CHECK_POINTS)
+        if found is not None:
+            t, why = found
+            raise _fail(spec, name, f"{name} is not finite or not real at t = {t:.9g}: {why}.",
+                        f"Keep {name} finite and real on the whole time interval [{spec.t0:g}, {spec.t1:g}] (not "
+                        f"only at the {CHECK_POINTS} check points), or change `time` in the run block.")
+
+
 def check_well_posed(spec: CompiledSpec) -> None:
     ts = check_points(spec)
     vals = {}
@@ -275,6 +290,7 @@ def check_well_posed(spec: CompiledSpec) -> None:
                         f"Keep {name} finite on the time interval [{spec.t0:g}, {spec.t1:g}], or change `time` "
                         f"in the run block.")
         vals[name] = v
+    _check_between_points(spec)
     checks = [
         ("u", vals["u"] <= 0, "u(t) must be > 0, but u({t}) = {v:.6g}.", "Scale factors are positive."),
         ("sigma", vals["sigma"] < 0, "sigma(t) must be >= 0, but sigma({t}) = {v:.6g}.",

@@ -93,8 +93,13 @@ class DataError(DfcError):
     """Bad input data: wrong shape, NaNs, a corrupt or mismatched file."""
 
 
+class OutputError(DataError):
+    """An output cannot be written: no permission, a read-only file system, a full disk, a place where
+    no file can be (under /proc, say), or a folder dfc would not replace. Nothing was half-written."""
+
+
 class NumericalError(DfcError):
-    """The simulation produced non-finite values."""
+    """The simulation produced non-finite values, or particles far beyond the problem's scale."""
 
 
 class SpecValueError(DfcError):

@@ -34,9 +34,15 @@ def make_grid(spec) -> np.ndarray:
     if run.grid == "uniform":
         return np.linspace(t0, t1, n + 1)
     s = _monotone_sigma(spec, "A Karras grid", run.spans.get("grid"), "Use `grid = uniform`.")
-    target = karras_sigmas(s[0], s[-1], n, run.rho)
-    ts = _invert_monotone(lambda t: time_values(spec.exprs["sigma"], t), target[1:-1], t0, t1)
-    return np.concatenate([[t0], ts, [t1]])
+    with np.errstate(all="ignore"):
+        target = karras_sigmas(s[0], s[-1], n, run.rho)
+    ts = np.concatenate([[t0], _invert_monotone(lambda t: time_values(spec.exprs["sigma"], t), target[1:-1], t0, t1),
+                         [t1]])
+    if not (np.all(np.isfinite(target)) and np.all(np.diff(ts) > 0)):
+        raise ConfigError(f"karras(rho = {run.rho:g}) gives no usable grid of {n} steps for spec {spec.name!r}: "
+                          f"σ^(1/ρ) is the same number at both ends in float64 (or overflows), so the steps "
+                          f"collapse.", run.spans.get("grid"), "Use a rho between 1 and 100 (EDM's is 7).")
+    return ts
 
 
 def _monotone_sigma(spec, what: str, span, hint: str) -> np.ndarray:

@@ -81,7 +81,7 @@ class LearnedScore:
         self.header, self.path, self.data_target = header, str(path), data_target
         self.dim = net.dim
         self.name = f"learned:{Path(path).stem}"
-        self.info = header.get("data", {})
+        self.info = header["data"]  # a checkpoint.Header: a missing entry is a corrupt-checkpoint error
         self._dtype = next(net.parameters()).dtype
         self._device = next(net.parameters()).device
 

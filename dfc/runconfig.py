@@ -69,6 +69,7 @@ def _err(entry_key: str, message: str, span: Span | None, hint: str | None = Non
 
 MAX_STEPS = 1_000_000  # time steps of one run
 MAX_SAMPLES = 100_000_000  # particles of one run (memory is checked too, dfc.sample.check_memory)
+MAX_SEED = 2**32 - 1  # seeds are offset and multiplied for independent streams; these stay within torch's 64 bits
 
 
 def _number(key, value, span, kind=float, lo=None, strict=False, hi=None):
@@ -86,6 +87,15 @@ def _number(key, value, span, kind=float, lo=None, strict=False, hi=None):
     if lo is not None and (v <= lo if strict else v < lo):
         raise _err(key, f"`{key}` must be {'>' if strict else '>='} {lo}, got {v}.", span)
     return v
+
+
+def check_seed(value, span: Span | None = None, key: str = "--seed") -> int:
+    """A seed is a whole number from 0 to MAX_SEED (2³² − 1)."""
+    seed = _number(key, value, span, int)  # a finite whole number, else a ConfigError
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"{key} {seed} is not a seed; a seed is a whole number from 0 to {MAX_SEED:,} "
+                          f"(2^32 - 1).", span, "Use a smaller seed, e.g. its remainder modulo 2^32.")
+    return seed
 
 
 def _choice(key, value, options, span):
@@ -172,7 +182,7 @@ def apply_entry(cfg: RunConfig, key: str, value, span: Span | None) -> RunConfig
     if key == "samples":
         return replace(cfg, samples=_number(key, value, span, int, lo=2, hi=MAX_SAMPLES))
     if key == "seed":
-        return replace(cfg, seed=_number(key, value, span, int, lo=0))
+        return replace(cfg, seed=check_seed(value, span, key))
     if key == "grid":
         if isinstance(value, RCall) and value.name == "karras":
             rho = 7.0
@@ -255,11 +265,20 @@ def run_config(entries: tuple[RunEntry, ...], overrides: dict[str, object] | Non
             raise ConfigError(f"unknown run setting {key!r}.", None,
                               " ".join(filter(None, [did_you_mean(key, KEYS), f"Settings: {', '.join(KEYS)}."])))
         cfg = apply_entry(cfg, key, _override(key, given), None)
-    try:  # a cuda device that does not exist is a setting error, said before any work
-        import torch
-
-        torch.empty(0, device=cfg.device)
-    except (RuntimeError, AssertionError) as exc:
-        raise ConfigError(f"device {cfg.device!r} is not available here ({str(exc).splitlines()[0]}).",
-                          cfg.spans.get("device"), "Use --device cpu.") from None
+    check_device(cfg.device, cfg.spans.get("device"))
     return cfg
+
+
+def check_device(device: str, span: Span | None = None) -> str:
+    """Refuse, before any work, a device that cannot hold particles and draw random numbers for them:
+    a cuda device that does not exist, `meta` (shapes without values), a backend torch lacks."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+        draw = torch.randn(2, generator=torch.Generator(device=dev), device=dev)
+        draw.cpu()  # the samples are copied back to be written
+    except (RuntimeError, AssertionError, ValueError, NotImplementedError) as exc:
+        raise ConfigError(f"device {device!r} is not available here to hold samples ({str(exc).splitlines()[0]}).",
+                          span, "Use --device cpu (or a cuda device this machine has).") from None
+    return device

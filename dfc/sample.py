@@ -282,15 +282,24 @@ def run(spec: CompiledSpec, progress=None, metrics: str = "auto", metrics_progre
     return RunResult(spec, x, record, target)
 
 
-def write_outputs(result: RunResult, out: str | Path) -> dict[str, Path]:
-    """samples.npy, metrics.json, samples.png in `out`, each written atomically."""
-    from dfc.io import atomic_save_figure, atomic_save_npy, atomic_write_json, ensure_out_dir
+RUN_FILES = ("samples.npy", "metrics.json", "samples.png", "grid.png")  # every file a run folder may hold
+
+
+def check_out_folder(out: str | Path) -> Path:
+    """Before sampling: `out` can be written and holds nothing but an earlier run's outputs (dfc.io)."""
+    from dfc.io import check_set_folder
+
+    return check_set_folder(out, RUN_FILES)
+
+
+def render_outputs(result: RunResult) -> dict[str, bytes]:
+    """The bytes of samples.npy (N×D float32), metrics.json, samples.png (the samples over the target's
+    density; the first two coordinates in higher dimension) and, for 8×8 images, grid.png."""
+    from dfc.io import figure_bytes, json_bytes, npy_bytes
     from dfc.plot import scatter_over_density
 
-    out = ensure_out_dir(out)
     x = result.samples.detach().cpu().float().numpy()
     target = result.target
-    paths = {"samples": out / "samples.npy", "metrics": out / "metrics.json", "plot": out / "samples.png"}
     log_density = bounds = None
     if target.dim == 2:  # the samples over the target's density; first two coordinates otherwise
         t64 = target.to(device="cpu", dtype=torch.float64)
@@ -300,17 +309,32 @@ def write_outputs(result: RunResult, out: str | Path) -> dict[str, Path]:
     m = result.metrics
     quality = f"sliced W2 {m['sliced_w2']:.3f} (floor {m['floor']:.3f}), " if "sliced_w2" in m else ""
     title = f"{result.spec.name} on {result.spec.run.describe()['target']}: {quality}NFE {m['nfe']}"
-    fig = scatter_over_density(x, log_density, bounds, title)
-    atomic_save_npy(paths["samples"], x.astype(np.float32))
-    atomic_write_json(paths["metrics"], result.metrics)
-    atomic_save_figure(paths["plot"], fig)
+    files = {"samples.npy": npy_bytes(x.astype(np.float32), "samples.npy"),
+             "metrics.json": json_bytes(result.metrics, "metrics.json"),
+             "samples.png": figure_bytes(scatter_over_density(x, log_density, bounds, title), "samples.png")}
     if target.dim == 64:  # 8×8 images (the digits): the first 64 samples as a grid
         from dfc.plot import image_grid
 
         spec = result.spec
         imgs = x[:64] if spec.run.denoise else x[:64] * spec.at("u", spec.t1)  # in data space
-        paths["grid"] = out / "grid.png"
-        atomic_save_figure(paths["grid"], image_grid(imgs, nrow=8, title=f"{spec.name}: 64 samples"))
-    return paths
+        files["grid.png"] = figure_bytes(image_grid(imgs, nrow=8, title=f"{spec.name}: 64 samples"), "grid.png")
+    return files
 
 
+PATH_KEYS = {"samples.npy": "samples", "metrics.json": "metrics", "samples.png": "plot", "grid.png": "grid"}
+
+
+def write_outputs(result: RunResult, out: str | Path, whole: bool = True) -> dict[str, Path]:
+    """The run's outputs (`render_outputs`) in the folder `out`. `whole`: the folder is the run's own
+    and is replaced as a whole (dfc.io.replace_folder), so it holds the complete old set or the complete
+    new set at every moment, also after a crash; a folder holding other files is refused. Otherwise
+    (a training folder's first look) each file is replaced atomically on its own."""
+    from dfc.io import atomic_write_bytes, ensure_out_dir, replace_folder
+
+    files = render_outputs(result)
+    if whole:
+        paths = replace_folder(out, files, RUN_FILES)
+    else:
+        folder = ensure_out_dir(out)
+        paths = {name: atomic_write_bytes(folder / name, data) for name, data in files.items()}
+    return {PATH_KEYS[name]: p for name, p in paths.items()}

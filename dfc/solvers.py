@@ -196,7 +196,7 @@ def solve(terms: Terms, solver: Solver | str, x0: torch.Tensor, grid: Grid, *, g
                                         device=x0.device)
     from dfc.backends.native import run_steps
 
-    return run_steps(solver.stepper(terms, grid), x0, grid.ts, terms.name, normals, progress, record)
+    return run_steps(solver.stepper(terms, grid), x0, grid.ts, grid.dt_left, terms.drift, normals, progress, record)
 
 
 def solve_run(spec, terms: Terms, x0: torch.Tensor, grid: Grid | None = None, **kw) -> torch.Tensor:

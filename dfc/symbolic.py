@@ -131,11 +131,13 @@ def _number_power(a: sp.Number, b: sp.Number, span=None) -> sp.Expr:
     import mpmath
 
     with mpmath.workprec(64):
-        digits = _mpf(b) * mpmath.log10(abs(_mpf(a)))  # log10 of the magnitude, without computing it
+        base, exponent = abs(_mpf(a)), _mpf(b)
+        digits = exponent * mpmath.log10(base)  # log10 of the magnitude, without computing it
         if digits > mpmath.log10(FLOAT_MAX):
             raise SpecValueError(f"{_short(a)}^{_short(b)} is about 10^{mpmath.nstr(digits, 4)}, beyond "
                                  f"float64's range (about 1.8e308).", span, "Use a smaller base or exponent.")
-        value = float(mpmath.power(abs(_mpf(a)), _mpf(b)))
+        # a huge exponent by exp and log: mpmath's power squares once per bit of an integer exponent
+        value = float(mpmath.exp(exponent * mpmath.log(base)) if abs(exponent) > 2**64 else mpmath.power(base, exponent))
     if a < 0 and int(b) % 2:
         value = -value
     return sp.Float(value)

@@ -843,7 +843,8 @@ class DataSet(Target):
         X = self._master["points"].numpy()
         lo = np.quantile(X, 0.001, axis=0)
         hi = np.quantile(X, 0.999, axis=0)
-        pad = 0.1 * np.maximum(hi - lo, 1e-12)
+        # a constant coordinate (even far from 0) still gets a window that float64 can tell apart
+        pad = np.maximum(0.1 * (hi - lo), 1e-6 * np.maximum(1.0, np.maximum(np.abs(lo), np.abs(hi))))
         return torch.from_numpy(lo - pad), torch.from_numpy(hi + pad)
 
 
@@ -872,6 +873,8 @@ def _data_tensor(points: Any, where: str) -> Tensor:
         raise DataError(f"{where} has {arr.shape[0]} point(s), but at least 2 are needed; add more data points.")
     if arr.dtype.kind != "f" or arr.dtype.itemsize < 4:
         arr = arr.astype(np.float64)
+    if not arr.dtype.isnative:  # a big-endian file on a little-endian machine, say: the same numbers
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     arr = np.ascontiguousarray(arr)
     finite = np.isfinite(arr)
     if not finite.all():

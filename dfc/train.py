@@ -36,6 +36,7 @@ from dfc import checkpoint
 from dfc.ddp import World
 from dfc.errors import ConfigError, DataError
 from dfc.nets import Discriminator, Generator, ScoreNet, build
+from dfc.runconfig import check_seed
 
 # ---------------------------------------------------------------------------------------
 # Shared machinery
@@ -153,6 +154,7 @@ class ScoreConfig:
     save_every: int = 1000
 
     def check(self) -> None:
+        check_seed(self.seed)
         for name in ("steps", "batch", "hidden", "depth", "save_every"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1.")
@@ -267,6 +269,7 @@ class DiscConfig:
     seed: int = 0
 
     def check(self) -> None:
+        check_seed(self.seed)
         if self.variant not in ("independent", "shared"):
             raise ConfigError(f"--variant {self.variant!r}: choose independent (one network per step, the "
                               f"paper's Alg. 2) or shared (one d(x, t)).")
@@ -471,6 +474,7 @@ class GanConfig:
     save_every: int = 500
 
     def check(self) -> None:
+        check_seed(self.seed)
         for name in ("iters", "batch", "d_steps", "hidden", "depth", "latent", "save_every"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1.")

@@ -42,12 +42,18 @@ def _guard(fn):
 
 
 def _device(device: str) -> str:
-    try:
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as exc:
-        raise ConfigError(f"device {device!r} is not available here ({str(exc).splitlines()[0]}).", None,
-                          "Use --device cpu.") from None
-    return device
+    from dfc.runconfig import check_device
+
+    return check_device(device)
+
+
+def _out_folder(out: Optional[Path], default: Path) -> Path:
+    """The training folder (--out, else `default`), created and checked writable before any training."""
+    from dfc.io import check_writable
+
+    folder = Path(out) if out is not None else default
+    check_writable(folder / "train.json")
+    return folder
 
 
 @contextmanager
@@ -186,7 +192,7 @@ def _sample_spec(spec_name: str, sets: dict, run: dict, folder: Path, progress_t
 
     compiled = build(spec_name, sets, run)
     result = run_spec(compiled)
-    paths = write_outputs(result, folder)
+    paths = write_outputs(result, folder, whole=False)  # the training folder holds the checkpoint too
     return result, paths
 
 
@@ -224,7 +230,7 @@ def score_cmd(
         cfg = ScoreConfig(steps=steps, batch=batch, lr=lr, hidden=hidden, depth=depth, ema=ema, seed=seed,
                           save_every=save_every)
         cfg.check()
-        folder = Path(out) if out is not None else Path("runs") / f"score-{info['name']}"
+        folder = _out_folder(out, Path("runs") / f"score-{info['name']}")
         with data_parallel(device, batch) as world:
             use_threads(batch // world.size * hidden, threads)
             with rank_progress(world, f"score on {info['name']}", steps) as update:
@@ -322,7 +328,7 @@ def disc_cmd(
                 raise ConfigError(f"the score {score_path} does not fit this data: {why}.")
         else:
             score_path, fields = None, exact
-        folder = Path(out) if out is not None else Path("runs") / f"disc-{compiled.name}-{info['name']}"
+        folder = _out_folder(out, Path("runs") / f"disc-{compiled.name}-{info['name']}")
         K = len(compiled.grid()) - 1
         with data_parallel(device, batch) as world, rank_progress(world, f"Alg. 2 on {compiled.name}, {K} steps",
                                                                    K * iters) as update:
@@ -398,7 +404,7 @@ def gan_cmd(
                         depth=depth, latent=latent, seed=seed, save_every=save_every)
         cfg.check()
         use_threads(batch * hidden, threads)
-        folder = Path(out) if out is not None else Path("runs") / f"gan-{compiled.name}-{info['name']}"
+        folder = _out_folder(out, Path("runs") / f"gan-{compiled.name}-{info['name']}")
         with progress_bar(f"Alg. 1 on {compiled.name}", iters) as update:
             log = train_gan(compiled, x, info, folder, cfg, resume=resume, device=device, progress=update)
         ld, lg = np.asarray(log.pop("loss_d")), np.asarray(log.pop("loss_g"))
