@@ -233,6 +233,24 @@ def test_kill_9_during_the_writes_leaves_a_complete_set(tmp_path):
     assert _digests(out) in digests
 
 
+def test_without_an_atomic_swap_a_crash_between_the_renames_is_completed(tmp_path, monkeypatch):
+    """Where the system has no RENAME_EXCHANGE: the swap is two renames; a crash between them leaves
+    the old set aside, which the next write puts back before it starts."""
+    import dfc.io as dio
+
+    monkeypatch.setattr(dio, "_exchange", lambda a, b: False)
+    out = tmp_path / "o"
+    dio.replace_folder(out, {"samples.npy": b"old"})
+    dio.replace_folder(out, {"samples.npy": b"new"})  # the two-rename path, run to the end
+    assert (out / "samples.npy").read_bytes() == b"new" and listing(tmp_path) == ["o"]
+    aside = tmp_path / ".o.dfc-old-x1"
+    os.rename(out, aside)  # a crash after the first rename: the old set aside, the new one not yet in place
+    (tmp_path / ".o.dfc-new-x2").mkdir()
+    (tmp_path / ".o.dfc-new-x2" / "samples.npy").write_bytes(b"newer")
+    dio.recover_folder(out)
+    assert (out / "samples.npy").read_bytes() == b"new" and listing(tmp_path) == ["o"]
+
+
 @pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs Linux")
 def test_kill_9_of_dfc_run_while_it_writes(tmp_path):
     """The real command: killed as soon as its new set starts to appear beside the folder."""
