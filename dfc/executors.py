@@ -224,21 +224,45 @@ def _connect(client_class, address: str):
                           "on this machine (README, On a cluster).") from None
 
 
+GATHER_TRIES = 3  # a finished cell whose row is lost with its worker (killed before the row came back) runs again
+
+
 def _dask(client, cells: list) -> Results:
     """Submit every cell (the first listed first), then yield them as they finish."""
     from distributed import as_completed as finished
 
     version = code_version()
-    futures = {client.submit(run_remote, c, version, key=f"dfc-cell-{c.key}-{version}",
-                             priority=len(cells) - i, pure=False): c for i, c in enumerate(cells)}
+
+    def submit(c, priority: int):
+        return client.submit(run_remote, c, version, key=f"dfc-cell-{c.key}-{version}", priority=priority,
+                             pure=False)
+
+    futures = {submit(c, len(cells) - i): c for i, c in enumerate(cells)}
+    tries = dict.fromkeys(futures.values(), 1)
     try:
-        for fut in finished(futures):
+        pending = finished(futures)
+        for fut in pending:
             cell = futures[fut]
             if fut.status == "finished":
-                rec = fut.result()
-            else:
+                try:
+                    rec = fut.result()
+                except Exception as exc:  # noqa: BLE001 — the row was lost with its worker before it came back
+                    fut.release()
+                    if tries[cell] < GATHER_TRIES:  # the cell is pure: run it again
+                        tries[cell] += 1
+                        again = submit(cell, 0)
+                        futures[again] = cell
+                        pending.add(again)
+                        continue
+                    rec = failed(cell, f"its row could not be fetched {GATHER_TRIES} times: {type(exc).__name__}: {exc}")
+            elif fut.status == "error":
                 exc = fut.exception()
                 rec = failed(cell, f"{type(exc).__name__}: {exc}")
+            elif fut.status == "cancelled":
+                rec = failed(cell, "cancelled by the scheduler")
+            else:  # done, then lost with its worker and running again: wait for it once more
+                pending.add(fut)
+                continue
             fut.release()
             yield cell, rec
     finally:  # an interrupt: the scheduler forgets the cells this client no longer wants
