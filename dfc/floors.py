@@ -121,12 +121,13 @@ def _subsample(x: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def compute_floor(target, ref: torch.Tensor, generator: torch.Generator, draws: int, level: str,
-                  tick: Tick | None = None) -> dict:
+                  tick: Tick | None = None, scales: list[float] | None = None) -> dict:
     """The floor of every metric: `draws` independent target draws of ref's size (from
-    `generator`) measured against `ref`; mean and standard deviation over the draws."""
+    `generator`) measured against `ref` (MMD bandwidths `scales`, default `reference_scales(ref)`);
+    mean and standard deviation over the draws."""
     tick = tick or (lambda name: None)
     n = ref.shape[0]
-    scales = reference_scales(ref)
+    scales = reference_scales(ref) if scales is None else scales
     values = []
     for i in range(draws):
         other = target.sample(n, generator)
