@@ -990,7 +990,8 @@ SCALE_REPORTS = (("particles.md", "Quality against the particle count (benchmark
                  ("threads.md", "Threads (benchmarks/threads.py)"))
 OTHER_REPORTS = (("likelihood.md", "Likelihood (dfc nll)"), ("learned.md", "Learned fields (dfc train)"),
                  ("overhead.md", "Native sampler overhead"),
-                 ("cluster.md", "Executors: local processes and Dask (benchmarks/cluster.py)"))
+                 ("cluster.md", "Executors: local processes and Dask (benchmarks/cluster.py)"),
+                 ("cluster-default.md", "Executors on the default suite (benchmarks/cluster.py --suite default)"))
 
 
 def _extras(folder: Path, reports) -> list[str]:
