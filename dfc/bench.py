@@ -90,7 +90,8 @@ METRICS = {  # name -> (title, lower is better)
 FLOOR_DRAWS = 8
 BENCH_POINTS = 5_000  # MMD and energy distance above FULL_MAX samples: on this many points of each cloud (quality)
 DENOISE_BELOW = 0.02
-SUITE_KEYS = {"name", "specs", "peers", "targets", "nfe", "seeds", "samples", "nll_targets", "nll_points"}
+SUITE_KEYS = {"name", "specs", "variants", "peers", "targets", "nfe", "seeds", "samples", "nll_targets",
+              "nll_points"}
 
 
 # ---------------------------------------------------------------------------------------
@@ -117,7 +118,8 @@ def load_suite(name_or_path: str) -> dict:
 
         suite["specs"] = sorted(q.stem for q in preset_dir().glob("*.dfs"))
     suite.setdefault("name", p.stem)
-    for key, default in (("peers", []), ("seeds", [0]), ("samples", 2000), ("nll_targets", []), ("nll_points", 500)):
+    for key, default in (("variants", {}), ("peers", []), ("seeds", [0]), ("samples", 2000), ("nll_targets", []),
+                         ("nll_points", 500)):
         suite.setdefault(key, default)
     return check_suite(suite, str(p))
 
@@ -152,7 +154,29 @@ def check_suite(suite: dict, where: str = "suite") -> dict:
         make_target(t)  # raises a ConfigError naming the target
     for s in suite["specs"]:
         load_spec(s)  # raises a located error for a bad spec
+    suite["variants"] = _check_variants(suite.get("variants") or {}, where)
     return suite
+
+
+def _check_variants(variants, where: str) -> dict[str, list[tuple]]:
+    """`variants: {spec: [{NAME: VALUE, ...}, ...]}`: each spec run again with each mapping of params
+    or run entries (as `--set` would), e.g. `ve_ode: [{solver: dpmpp_2m}]`. Returns spec -> the sets
+    of its variants, each a sorted tuple of (NAME, VALUE) pairs; every variant is compiled here."""
+    bad = ConfigError(f"{where}: `variants` maps a spec to a list of mappings of params or run entries.", None,
+                      "Write e.g. `variants: {ve_ode: [{solver: dpmpp_2m}, {solver: expint_3m}]}`.")
+    if not isinstance(variants, dict):
+        raise bad
+    out = {}
+    for spec, items in variants.items():
+        if not isinstance(items, list) or not all(isinstance(v, dict) and v for v in items):
+            raise bad
+        sets = [tuple(sorted((str(k), str(v)) for k, v in v.items())) for v in items]
+        try:
+            check_sweeps(str(spec), sets)
+        except DfcError as exc:
+            raise type(exc)(f"{where}: variant of {spec}: {exc.message}", exc.span, exc.hint) from None
+        out[str(spec)] = sets
+    return out
 
 
 @dataclass(frozen=True)
@@ -199,12 +223,13 @@ def suite_cells(suite: dict, sweeps: list[tuple] | None = None) -> list[Cell]:
     cells = []
     n = int(suite["samples"])
     set_grid = sweeps or [()]
-    source = {s: spec_source(s) for s in suite["specs"]}
+    runs = [(s, sets) for s in suite["specs"] for sets in set_grid]
+    runs += [(s, sets) for s, variants in suite.get("variants", {}).items() for sets in variants]
+    source = {s: spec_source(s) for s, _ in runs}
     for target, seed in itertools.product(suite["targets"], suite["seeds"]):
         cells.append(Cell("floor", "", target, 0, seed, n))
         for nfe in suite["nfe"]:
-            cells += [Cell("spec", s, target, nfe, seed, n, sets, source[s]) for s in suite["specs"]
-                      for sets in set_grid]
+            cells += [Cell("spec", s, target, nfe, seed, n, sets, source[s]) for s, sets in runs]
             cells += [Cell("peer", p, target, nfe, seed, n) for p in suite["peers"]]
     for target in suite["nll_targets"]:
         cells += [Cell("nll", s, target, 0, 0, int(suite["nll_points"]), sets, source[s]) for s in suite["specs"]

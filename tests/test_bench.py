@@ -117,6 +117,22 @@ def test_bad_suites_and_options_exit_2(tmp_path):
         assert r.exit_code == 2 and "Traceback" not in r.output, (args, r.output)
 
 
+def test_suite_variants_run_a_spec_again_with_other_settings():
+    suite = b.check_suite({**TINY, "specs": ["ve_ode"], "nll_targets": [],
+                           "variants": {"ve_ode": [{"solver": "dpmpp_2m"}, {"solver": "heun", "eta": 0}]}})
+    runs = {(c.name, c.sets) for c in b.suite_cells(suite) if c.kind == "spec"}
+    assert runs == {("ve_ode", ()), ("ve_ode", (("solver", "dpmpp_2m"),)),
+                    ("ve_ode", (("eta", "0"), ("solver", "heun")))}
+    labels = {c.label for c in b.suite_cells(suite) if c.kind == "spec"}
+    assert "ve_ode solver=dpmpp_2m" in labels
+    for bad, match in (({"ve_ode": [{"solver": "dpmpp_9"}]}, "variant of ve_ode"),
+                       ({"ve_ode": [{"kappa": 1}]}, "variant of ve_ode"),
+                       ({"ve_ode": {"solver": "heun"}}, "list of mappings"),
+                       ({"ve_ode": [{}]}, "list of mappings")):
+        with pytest.raises(ConfigError, match=match):
+            b.check_suite({**TINY, "variants": bad})
+
+
 def test_pareto_front():
     pts = [(1, 5.0, "a"), (2, 3.0, "b"), (2, 4.0, "c"), (3, 3.5, "d"), (4, 1.0, "e"), (5, 1.0, "f"),
            (0.5, math.inf, "diverged"), (6, math.nan, "failed")]
