@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -113,7 +114,12 @@ def _local(pool, cells: list) -> Results:
     futures = {pool.submit(bench.run_cell, c): c for c in cells}
     try:
         for fut in as_completed(futures):
-            yield futures[fut], fut.result()
+            try:
+                rec = fut.result()
+            except BrokenProcessPool:  # a worker was killed (or ran out of memory): the pool is gone, and
+                # every cell it had not finished is reported (not cached) for the next run to retry
+                rec = failed(futures[fut], "its worker process died (killed, or out of memory)")
+            yield futures[fut], rec
     finally:  # the consumer stopped early (an interrupt): the queued cells are not wanted
         for fut in futures:
             fut.cancel()
