@@ -364,7 +364,10 @@ def quality(target, x: torch.Tensor, ref: torch.Tensor, scales: list[float] | No
 
 def run_cell(cell: Cell) -> dict:
     """Run one cell in this process; returns a flat record (never raises for a sampler failure)."""
+    from dfc.executors import malloc_as_default
+
     torch.set_num_threads(1)  # cells run side by side in processes; timings are per core
+    malloc_as_default()  # a Dask worker's MALLOC_TRIM_THRESHOLD_ would make the cell ~2.5× slower (dfc.executors)
     rec = identity(cell)
     target = None
     try:

@@ -17,12 +17,23 @@ same spec files (their digest, Cell.source); a mismatch is that cell's error, no
 different row. Dask reschedules the cells of a worker that died; a cell that cannot finish (it
 killed `distributed.scheduler.allowed-failures` workers, or failed on the worker) comes back as
 a record with `error` and `crashed`, which run_cells does not cache.
+
+Memory. Dask's nanny starts each worker with `MALLOC_TRIM_THRESHOLD_=65536` (its
+`distributed.nanny.pre-spawn-environ`; a LocalCluster also leaves it in the client's environment, for
+every process started later). Setting that variable makes glibc stop adapting its mmap threshold,
+so every buffer above 128 KiB (one 20,000 × 2 float64 tensor is 320 KB) is a fresh mmap, zero-filled
+page by page, and unmapped on release: a bench cell then costs about 2.5× the CPU time it costs in a
+local process (measured: benchmarks/results/cluster-default.md). dfc's LocalCluster does not set the
+variable, and every process that runs a cell (dfc.bench.run_cell) and finds it set restores glibc's
+own limits first (`malloc_as_default`), whichever cluster started it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
@@ -147,6 +158,26 @@ def code_version() -> str:
     return digest.hexdigest()[:12]
 
 
+TRIM = "MALLOC_TRIM_THRESHOLD_"
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+
+
+@lru_cache(maxsize=1)
+def malloc_as_default() -> bool:
+    """Undo `MALLOC_TRIM_THRESHOLD_` in this process (see the module notes): an mmap threshold of 32 MiB,
+    glibc's own ceiling for its adaptive one, and a trim threshold of 64 MiB. True if it was set and
+    undone; a no-op elsewhere (not Linux, not glibc, or the variable not set)."""
+    if TRIM not in os.environ or not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 64 << 20))
+    except (OSError, AttributeError):  # musl or another libc: nothing to undo by this name
+        return False
+
+
 class WorkerMismatch(RuntimeError):
     """A worker that would not compute the client's cell: other code, or other spec files."""
 
@@ -203,10 +234,13 @@ def _dask_client(address: str | None, jobs: int):
     except ImportError:
         raise ConfigError("--executor dask needs the Python package `distributed`, which is not installed.", None,
                           DASK_HINT) from None
+    import dask
+
     cluster = None
     if address is None:
-        cluster = LocalCluster(n_workers=max(1, jobs), threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=logging.ERROR)
+        with dask.config.set({f"distributed.nanny.pre-spawn-environ.{TRIM}": None}):  # see the module notes
+            cluster = LocalCluster(n_workers=max(1, jobs), threads_per_worker=1, processes=True,
+                                   dashboard_address=None, silence_logs=logging.ERROR)
         client = Client(cluster)
     else:
         client = _connect(Client, address)

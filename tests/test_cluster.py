@@ -31,9 +31,20 @@ def cluster():
     it with dask://HOST:PORT."""
     import logging
 
+    before = os.environ.get(ex.TRIM)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                                   silence_logs=logging.ERROR) as c, distributed.Client(c) as client:
         yield c, client
+    _restore(before)
+
+
+def _restore(trim: str | None) -> None:
+    """A LocalCluster started with distributed's defaults leaves MALLOC_TRIM_THRESHOLD_ in this process's
+    environment, which every later test's subprocesses would inherit (dfc.executors, module notes)."""
+    if trim is None:
+        os.environ.pop(ex.TRIM, None)
+    else:
+        os.environ[ex.TRIM] = trim
 
 
 def address(cluster) -> str:
@@ -152,3 +163,24 @@ def test_parse_executor():
     for bad in ("dask://nohost", "dask://host:port", "ray", ""):
         with pytest.raises(ConfigError):
             ex.parse(bad)
+
+
+def test_workers_keep_glibcs_adaptive_malloc():
+    """Dask's nanny sets MALLOC_TRIM_THRESHOLD_, which makes every tensor above 128 KiB a fresh mmap
+    (a bench cell then costs ~2.5x its CPU time; executors module notes): dfc's LocalCluster does not
+    set it, and a process that runs a cell on another cluster's worker undoes it."""
+    before = os.environ.get(ex.TRIM)
+    os.environ.pop(ex.TRIM, None)
+    try:
+        with ex._dask_client(None, 1) as client:
+            assert set(client.run(os.environ.get, ex.TRIM).values()) == {None}
+        assert ex.TRIM not in os.environ
+        import logging
+
+        with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                                      silence_logs=logging.ERROR) as c, distributed.Client(c) as client:
+            assert set(client.run(os.environ.get, ex.TRIM).values()) == {"65536"}  # distributed's default
+            undone = client.submit(ex.malloc_as_default, pure=False).result()
+            assert undone is sys.platform.startswith("linux")
+    finally:
+        _restore(before)
