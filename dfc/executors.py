@@ -26,6 +26,11 @@ page by page, and unmapped on release: a bench cell then costs about 2.5× the C
 local process (measured: benchmarks/results/cluster-default.md). dfc's LocalCluster does not set the
 variable, and every process that runs a cell (dfc.bench.run_cell) and finds it set restores glibc's
 own limits first (`malloc_as_default`), whichever cluster started it.
+
+Profiling. A Dask worker samples the stacks of its threads every 10 ms for the dashboard's profile
+plot, which takes the GIL from the cell's thread; dfc's LocalCluster has no dashboard, and turns it
+off (`distributed.worker.profile.enabled`): in a side measurement it cost the cells ~25–60% of their
+CPU time. Workers of your own cluster can be started with it off (README, On a cluster).
 """
 
 from __future__ import annotations
@@ -159,6 +164,8 @@ def code_version() -> str:
 
 
 TRIM = "MALLOC_TRIM_THRESHOLD_"
+WORKER_CONFIG = {f"distributed.nanny.pre-spawn-environ.{TRIM}": None,  # glibc's adaptive malloc (module notes)
+                 "distributed.worker.profile.enabled": False}  # no dashboard to show it; it costs the cells
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 
 
@@ -238,7 +245,7 @@ def _dask_client(address: str | None, jobs: int):
 
     cluster = None
     if address is None:
-        with dask.config.set({f"distributed.nanny.pre-spawn-environ.{TRIM}": None}):  # see the module notes
+        with dask.config.set(WORKER_CONFIG):  # see the module notes
             cluster = LocalCluster(n_workers=max(1, jobs), threads_per_worker=1, processes=True,
                                    dashboard_address=None, silence_logs=logging.ERROR)
         client = Client(cluster)
