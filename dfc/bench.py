@@ -12,8 +12,8 @@ Accounting, the same for every row:
 - NFE counts evaluations of the score field (for peers: calls of the denoiser
   D(x; σ) = x + σ² ∇log q_σ(x), the same exact field). A spec with budget B takes
   B / (NFE per step) steps of its own grid and clock.
-- k-diffusion's samplers end with a step to σ = 0, i.e. they spend their last evaluation on
-  D(x; σ_min). Like for like, a spec whose path ends at a small noise level (σ(t1) ≤
+- k-diffusion's samplers and diffusers' schedulers (as dfc.peers_diffusers sets them) end with a
+  step to σ = 0, i.e. they spend their last evaluation on D(x; σ_min). Like for like, a spec whose path ends at a small noise level (σ(t1) ≤
   DENOISE_BELOW: the score-based presets) spends its last evaluation the same way, on Tweedie's
   step to σ = 0 (`denoise = true`), unless the spec or the sweep sets `denoise` itself. Euler on
   `ve_ode` in the σ clock then reproduces k-diffusion's Euler sample for sample (a test).
@@ -574,10 +574,20 @@ def run_cells(cells: list[Cell], cache: Path, jobs: int = 1, progress=None, exec
     return [done[c.key] for c in cells]
 
 
-def peers_available() -> bool:
-    from dfc.peers import kdiffusion_sampling
+def peers_available(names=None) -> bool:
+    """Whether every peer among `names` (default: all of them) has its library installed."""
+    from dfc.peers import PEERS, missing_libraries
 
-    return kdiffusion_sampling() is not None
+    return not missing_libraries(PEERS if names is None else names)
+
+
+def display_label(label: str, kind: str) -> str:
+    """A row's label in plots and fronts: a peer's names its library (`dpmpp_2m (k-diffusion)`)."""
+    if kind != "peer":
+        return label
+    from dfc.peers import PEERS
+
+    return f"{label} ({PEERS[label].library if label in PEERS else 'peer'})"
 
 
 # ---------------------------------------------------------------------------------------
@@ -767,11 +777,12 @@ HIGHLIGHT = 6  # rows drawn in colour per plot (the best at 4-16 NFE); the rest 
 
 def _row_lines(rows: pd.DataFrame, metric: str) -> list[tuple[str, pd.DataFrame]]:
     """One line per sampler, rows whose metric coincides at every budget merged into one line whose
-    label names them all (`ve_ode = euler (k-diffusion)`), best first (mean over budgets ≤ 16)."""
+    label names them all (`ve_ode = euler (k-diffusion)`), best first (mean over budgets ≤ 16).
+    A peer's label names its library."""
     groups: dict[tuple, list] = {}
     for label, g in rows.groupby("label"):
         g = g.sort_values("nfe_budget")
-        name = f"{label} (k-diffusion)" if g["kind"].iloc[0] == "peer" else label
+        name = display_label(label, g["kind"].iloc[0])
         key = tuple(f"{float(v):.4g}" for v in g[metric]) + tuple(int(v) for v in g["nfe_budget"])  # equal to 4 digits
         groups.setdefault(key, []).append((name, g))
     lines = [(" = ".join(n for n, _ in members), members[0][1]) for members in groups.values()]
@@ -819,7 +830,7 @@ def plots(summ: pd.DataFrame, folder: Path, metric: str = METRIC) -> list[Path]:
             for i, (label, g) in enumerate(lines):
                 g = g.sort_values(x)
                 ys = g[metric].replace([np.inf, -np.inf], np.nan)
-                dashed = "(k-diffusion)" in label and "=" not in label
+                dashed = (g["kind"] == "peer").all() and "=" not in label
                 if i < HIGHLIGHT:
                     err = g[sd_col] if sd_col in g else None
                     ax.errorbar(g[x], ys, yerr=err, color=palette(i), ls="--" if dashed else "-", marker="o", ms=4,
@@ -928,7 +939,7 @@ def verdict(summ: pd.DataFrame, budgets=(4, 8, 16, 32, 64)) -> pd.DataFrame:
         row = {"target": target, "NFE": int(nfe), "floor": floor_of(summ, target), "best spec": spec["label"],
                "spec " + METRIC: spec[METRIC], "spec wall s": spec["wall_s"]}
         if peer is not None:
-            row.update({"best peer": peer["label"], "peer " + METRIC: peer[METRIC], "peer wall s": peer["wall_s"],
+            row.update({"best peer": display_label(peer["label"], "peer"), "peer " + METRIC: peer[METRIC], "peer wall s": peer["wall_s"],
                         "better": _call(spec[METRIC], peer[METRIC], noise_level(summ, target))})
         rows.append(row)
     return pd.DataFrame(rows)
@@ -952,7 +963,7 @@ def by_wall(summ: pd.DataFrame, budgets=WALL_BUDGETS) -> pd.DataFrame:
                 row.update({"best spec": f"{spec['label']} @ {int(spec['nfe_budget'])}",
                             "spec " + METRIC: spec[METRIC]})
             if peer is not None:
-                row.update({"best peer": f"{peer['label']} @ {int(peer['nfe_budget'])}",
+                row.update({"best peer": f"{display_label(peer['label'], 'peer')} @ {int(peer['nfe_budget'])}",
                             "peer " + METRIC: peer[METRIC]})
             if spec is not None and peer is not None:
                 row["better"] = _call(spec[METRIC], peer[METRIC], noise_level(summ, target))
@@ -975,8 +986,9 @@ def to_floor(summ: pd.DataFrame) -> pd.DataFrame:
                 continue
             a = k.sort_values(["nfe_budget", "wall_s"]).iloc[0]
             b_ = k.sort_values("wall_s").iloc[0]
-            row[f"{kind}: fewest NFE"] = f"{a['label']} @ {int(a['nfe_budget'])}"
-            row[f"{kind}: least wall s"] = f"{b_['label']} @ {int(b_['nfe_budget'])}: {b_['wall_s']:.3g} s"
+            row[f"{kind}: fewest NFE"] = f"{display_label(a['label'], kind)} @ {int(a['nfe_budget'])}"
+            row[f"{kind}: least wall s"] = (f"{display_label(b_['label'], kind)} @ {int(b_['nfe_budget'])}: "
+                                            f"{b_['wall_s']:.3g} s")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -1055,7 +1067,7 @@ def report(folder: Path, out: Path, notes: Path | None = None) -> Path:
              f"`dfc bench --all --jobs 2` (it writes this file too). Quality is {METRICS[METRIC][0]} to a reference "
              f"target draw of the same size (lower is better), the mean over seeds; the **floor** is the same metric "
              f"between independent target draws and that reference (mean of {FLOOR_DRAWS} draws per seed). NFE counts "
-             f"score-field (denoiser) evaluations; a score-based spec, like k-diffusion, spends its last one on the "
+             f"score-field (denoiser) evaluations; a score-based spec, like the peers, spends its last one on the "
              f"step to σ = 0. Wall times are seconds on one CPU core ({int(runs['samples'].max()):,} particles). "
              f"Table cells are the mean ± the standard deviation over seeds.", ""]
     notes = notes if notes is not None else folder / "notes.md"
@@ -1069,7 +1081,7 @@ def report(folder: Path, out: Path, notes: Path | None = None) -> Path:
         else:
             calls = v["better"].value_counts()
             parts.append(f"Of {len(v)} (target, NFE) cases, the best DiffFlow spec is better than the best "
-                         f"k-diffusion sampler beyond noise in {calls.get('spec', 0)}, the peer in "
+                         f"peer (k-diffusion or diffusers) beyond noise in {calls.get('spec', 0)}, the peer in "
                          f"{calls.get('peer', 0)}, and {calls.get('tie', 0)} are ties. `better` compares the seed "
                          f"means with the noise level δ = 2 · (spread of one target draw's {METRICS[METRIC][0]} to "
                          f"the reference) / sqrt(seeds); a difference under δ is a tie.")

@@ -285,7 +285,8 @@ def bench(
     nfe: str = typer.Option("4,8,16,32", help="NFE budgets for SPEC, comma separated."),
     seeds: str = typer.Option("0", help="Seeds for SPEC, comma separated."),
     samples: int = typer.Option(2000, help="Samples per cell for SPEC."),
-    peers: bool = typer.Option(True, "--peers/--no-peers", help="Add the k-diffusion peers to a SPEC benchmark."),
+    peers: bool = typer.Option(True, "--peers/--no-peers", help="Add the peers (k-diffusion's samplers, diffusers' "
+                                                              "schedulers) to a SPEC benchmark."),
     jobs: int = typer.Option(1, help="Cells run in this many parallel processes (with --executor dask: workers)."),
     executor: str = typer.Option("local", help=EXECUTOR_HELP),
     report_only: bool = typer.Option(False, "--report", help="Only regenerate RESULTS.md from the latest default "
@@ -299,7 +300,7 @@ def bench(
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         from dfc import bench as b
-        from dfc.peers import PEERS
+        from dfc.peers import PEERS, missing_libraries, skip_message
 
         results = b.results_dir(out)
         results_md = b.results_md(results)
@@ -333,11 +334,9 @@ def bench(
                                     "nll_targets": [], "nll_points": 0}, "dfc bench")
         else:
             chosen = b.load_suite("default" if all_ else "quick" if quick else suite)
-        if chosen["peers"] and not b.peers_available():
-            err_console.print("k-diffusion is not installed: the peer rows are skipped. Install it with "
-                              "`pip install -e \".[peers]\" && pip install --no-deps k-diffusion` (README, Benchmarks).",
-                              highlight=False, markup=False, soft_wrap=True)
-            chosen["peers"] = []
+        for library, names in missing_libraries(chosen["peers"]).items():  # one line per missing library
+            err_console.print(skip_message(library), highlight=False, markup=False, soft_wrap=True)
+            chosen["peers"] = [p for p in chosen["peers"] if p not in names]
         cells = b.suite_cells(chosen, sweeps if spec is not None else None)
         import signal
 
@@ -367,7 +366,7 @@ def bench(
             if spec is not None and len(sweeps) > 1:
                 for cost, what in (("nfe", "NFE"), ("wall_s", "wall time")):
                     front = b.front_table(summ, t, cost)
-                    front["label"] = front["label"] + front["kind"].map({"peer": " (k-diffusion)"}).fillna("")
+                    front["label"] = [b.display_label(lab, k) for lab, k in zip(front["label"], front["kind"])]
                     out_console.print(b.rich_table(front[["label", "NFE budget", "wall s", "KDE s", b.METRIC]],
                                                    f"{t}: Pareto front of {b.METRICS[b.METRIC][0]} against {what} "
                                                    f"(the family and the peers)", index=False))

@@ -33,6 +33,7 @@ def test_bench_out_holds_cache_and_results_and_the_peer_hint_is_literal(tmp_path
     import dfc.peers
 
     monkeypatch.setattr(dfc.peers, "kdiffusion_sampling", lambda: None)
+    monkeypatch.setattr(dfc.peers.peers_diffusers, "diffusers_module", lambda: None)  # no peer cells at all
     monkeypatch.chdir(tmp_path)
     r = CliRunner().invoke(app, ["bench", "ve_ode", "--nfe", "4", "--samples", "100", "--out", "out"])
     assert r.exit_code == 0, r.output
