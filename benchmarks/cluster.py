@@ -86,10 +86,14 @@ def dispatch_cost(executor: str, jobs: int, n: int) -> float:
 
 
 def parse_executors(text: str) -> list[tuple[str, int]]:
+    """`local:2,dask:2,local:1` -> [(local, 2), (dask, 2), (local, 1)]; anything else exits with a message."""
     out = []
     for item in text.split(","):
         name, _, jobs = item.strip().partition(":")
-        out.append((name, int(jobs or 1)))
+        if (name, int(jobs) if jobs.isdigit() else None) not in EXECUTORS:
+            sys.exit(f"--executors {text!r}: {item.strip()!r} is not one of "
+                     f"{', '.join(f'{e}:{j}' for e, j in EXECUTORS)}; write e.g. --executors dask:2,local:1.")
+        out.append((name, int(jobs)))
     return out
 
 
