@@ -76,7 +76,7 @@ def results_dir(out: Path | None = None) -> Path:
 def results_md(results: Path) -> Path:
     """RESULTS.md for a results folder: benchmarks/RESULTS.md for the source tree's, else beside the results."""
     return ROOT / "benchmarks" / "RESULTS.md" if results.resolve() == RESULTS.resolve() else results / "RESULTS.md"
-HARNESS = 5  # part of every cache key: bump it when what a cell computes changes
+HARNESS = 6  # part of every cache key: bump it when what a cell computes changes
 METRIC = "sliced_w2"  # the headline quality metric (lower is better)
 METRICS = {  # name -> (title, lower is better)
     "sliced_w2": ("sliced W2", True),
@@ -291,6 +291,7 @@ def _reference(target, n: int, seed: int):
 
 
 _REFERENCES: dict[tuple, tuple] = {}  # per worker process: (target, samples, seed) -> (target, ref, scales)
+REFERENCES_KEPT = 8  # cells come sorted by cost, (target, seed) groups within one NFE: a few suffice
 
 
 def _cell_reference(cell: "Cell") -> tuple:
@@ -303,7 +304,8 @@ def _cell_reference(cell: "Cell") -> tuple:
     if key not in _REFERENCES:
         target = make_target(cell.target).to(dtype=torch.float32)
         ref = _reference(target, cell.samples, cell.seed).double()
-        _REFERENCES.clear()  # cells come sorted by cost, not by target: keep one entry, bounded memory
+        if len(_REFERENCES) >= REFERENCES_KEPT:  # bounded memory: the oldest goes
+            del _REFERENCES[next(iter(_REFERENCES))]
         _REFERENCES[key] = (target, ref, reference_scales(ref))
     return _REFERENCES[key]
 

@@ -53,7 +53,7 @@ FULL_MAX = 4096  # auto: the exact O(N²) statistics up to this many samples, bl
 BLOCK = 1024  # block size of the fast level's MMD and energy estimates
 FAST_POINTS = 20_000  # the fast level's MMD and energy use at most this many points of each cloud (a fixed subsample)
 N_PROJ = 256  # sliced W2 directions
-VERSION = 3  # part of every floor cache key (3: MMD bandwidths from the reference alone)
+VERSION = 4  # part of every floor cache key (3: bandwidths from the reference; 4: clouds centred on their own means)
 
 METRICS = ("sliced_w2", "mmd2", "mmd", "energy2", "energy")  # the metrics that get a floor
 

@@ -17,7 +17,17 @@ A 1-D input of shape `(N,)` is read as `N` points in one dimension. Results are 
 - `mode_metrics`: for mixtures, the share of modes captured and of high-quality samples.
 
 Pairwise computations are done in row blocks so that no more than about 2^26 float64 values
-are alive at once, whatever the sample sizes.
+are alive at once, whatever the sample sizes. A sum over the pairs of one cloud is taken over
+the pairs i < j only (half the kernel evaluations) and doubled.
+
+One cloud, many comparisons. A benchmark measures many samples against one reference draw.
+What a metric needs of one cloud alone — its sorted projections (sliced W2; clouds of up to
+`_SORTED_MAX` projected values), its within-cloud kernel or distance sums (MMD, energy
+distance) — is computed on that cloud's own centred copy, so it does not depend on the other
+cloud, and is remembered in this process: keyed by a digest of the cloud's bytes (dtype and
+shape included) and what was computed of it, so a remembered value is the one a fresh
+computation gives, bit for bit. Least recently used entries go first; CUDA tensors are not
+remembered (hashing them would copy them to the host).
 
 Block estimates. `mmd_block(a, b, scales, block, seed)` and `energy_block(a, b, block, seed)`
 shuffle both samples (a fixed permutation drawn from `seed`), cut them into the same number B
@@ -41,8 +51,10 @@ method) when se << v, and about sqrt(se)/2 near v = 0, where the delta method br
 
 from __future__ import annotations
 
+import hashlib
 import math
-from typing import Any, Sequence
+from collections import OrderedDict
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -182,24 +194,39 @@ def _sort_rows(t: torch.Tensor) -> torch.Tensor:
     return torch.sort(t, dim=1).values
 
 
+def _sorted_projections(t: torch.Tensor, theta: torch.Tensor, seed: int) -> torch.Tensor | None:
+    """The sorted projections (P, N) of the centred cloud t - mean(t) on every direction of
+    `theta` (those of `projection_directions(D, P, seed)`), remembered per cloud (module doc);
+    None for a cloud too large to hold them all (the caller then projects chunk by chunk)."""
+    if theta.shape[0] * t.shape[0] > _SORTED_MAX:
+        return None
+    key = _cloud_key(t, ("sorted projections", theta.shape[0], int(seed)))
+    return _SORTED.get(key, lambda: _sort_rows(theta @ (t - t.mean(dim=0)).T))
+
+
 def _sliced_w2_chunks(a: Any, b: Any, n_proj: int, seed: int, func: str):
-    """Yield the 1-D W2² of each projection direction, a chunk of directions at a time."""
+    """Yield the 1-D W2² of each projection direction, a chunk of directions at a time.
+
+    Each cloud is centred on its own mean and the difference of the means projected back in:
+    along θ, W2² = mean over the levels u of (Qa(u) - Qb(u) + θ·(ma - mb))², Qa and Qb the
+    quantile functions of the centred clouds. The value is that of the uncentred clouds; the
+    rounding is smaller, and each cloud's sorted projections depend on it alone (module doc)."""
     ta, tb = _as_pair(a, b, func)
     if int(n_proj) < 1:
         raise DataError(f"{func}: n_proj={n_proj} must be at least 1; pass a positive count.")
     n, m, d = ta.shape[0], tb.shape[0], ta.shape[1]
     k = max(n, m)
     theta = projection_directions(d, n_proj, seed, device=ta.device)
-    # Centre both clouds by the same vector: the distance is unchanged, the rounding smaller.
-    centre = 0.5 * (ta.mean(dim=0) + tb.mean(dim=0))
-    ta = ta - centre
-    tb = tb - centre
+    shift = theta @ (ta.mean(dim=0) - tb.mean(dim=0))  # (P,)
+    whole_a, whole_b = _sorted_projections(ta, theta, seed), _sorted_projections(tb, theta, seed)
+    ca = ta - ta.mean(dim=0) if whole_a is None else None
+    cb = tb - tb.mean(dim=0) if whole_b is None else None
     chunk = max(1, _BLOCK_ELEMENTS // k)
     for p0 in range(0, theta.shape[0], chunk):
-        th = theta[p0 : p0 + chunk]  # (p, D); projections laid out (p, N) to sort rows
-        pa = _sort_rows(th @ ta.T)
-        pb = _sort_rows(th @ tb.T)
-        diff = _quantiles(pa, k) - _quantiles(pb, k)
+        p1 = min(theta.shape[0], p0 + chunk)  # projections laid out (p, N) to sort rows
+        pa = whole_a[p0:p1] if whole_a is not None else _sort_rows(theta[p0:p1] @ ca.T)
+        pb = whole_b[p0:p1] if whole_b is not None else _sort_rows(theta[p0:p1] @ cb.T)
+        diff = _quantiles(pa, k) - _quantiles(pb, k) + shift[p0:p1].unsqueeze(1)
         yield (diff * diff).mean(dim=1)
 
 
@@ -245,26 +272,93 @@ def sliced_w2_se(a: Any, b: Any, n_proj: int = 256, seed: int = 0) -> tuple[floa
 # --------------------------------------------------------------------------- pairwise sums
 
 
-def _pair_sum(x: torch.Tensor, y: torch.Tensor, fn, same: bool) -> float:
-    """Sum of fn(squared distance) over all pairs (x_i, y_j); if `same` (x is y) the
-    diagonal pairs i == j are left out. Computed in row blocks of bounded size."""
-    n, m = x.shape[0], y.shape[0]
+def _pair_sum(x: torch.Tensor, y: torch.Tensor, fn) -> float:
+    """Sum of fn(squared distance) over all pairs (x_i, y_j), in row blocks of bounded size."""
+    m = y.shape[0]
     xx = (x * x).sum(dim=1)
     yy = (y * y).sum(dim=1)
     rows = max(1, _BLOCK_ELEMENTS // max(m, 1))
     total = 0.0
-    for i0 in range(0, n, rows):
-        i1 = min(n, i0 + rows)
+    for i0 in range(0, x.shape[0], rows):
+        i1 = min(x.shape[0], i0 + rows)
         d2 = torch.addmm(yy.unsqueeze(0), x[i0:i1], y.T, beta=1.0, alpha=-2.0)
         d2.add_(xx[i0:i1].unsqueeze(1)).clamp_min_(0.0)
-        if same:
-            idx = torch.arange(i1 - i0, device=x.device)
-            d2[idx, idx + i0] = 0.0
-        vals = fn(d2)
-        if same:
-            vals[idx, idx + i0] = 0.0
-        total += float(vals.sum())
+        total += float(fn(d2).sum())
     return total
+
+
+def _self_pair_sum(x: torch.Tensor, fn) -> float:
+    """Sum of fn(squared distance) over the ordered pairs i != j of one cloud: twice the sum
+    over i < j. Row block [i0, i1) is paired with columns i0.. only, and in its leading square
+    the pairs j <= i are masked out, so about n (n + rows) / 2 kernel values are computed
+    instead of n²."""
+    n = x.shape[0]
+    xx = (x * x).sum(dim=1)
+    rows = max(1, min(_SELF_ROWS, _BLOCK_ELEMENTS // max(n, 1)))
+    total = 0.0
+    for i0 in range(0, n, rows):
+        i1 = min(n, i0 + rows)
+        d2 = torch.addmm(xx[i0:].unsqueeze(0), x[i0:i1], x[i0:].T, beta=1.0, alpha=-2.0)
+        d2.add_(xx[i0:i1].unsqueeze(1)).clamp_min_(0.0)
+        vals = fn(d2)
+        head = vals[:, : i1 - i0]
+        upper = torch.ones_like(head, dtype=torch.bool).triu_(diagonal=1)
+        total += float(head[upper].sum()) + float(vals[:, i1 - i0 :].sum())
+    return 2.0 * total
+
+
+def _self_mean(t: torch.Tensor, fn, kind: tuple) -> float:
+    """Mean of fn(|t_i - t_j|²) over the pairs i != j of cloud t (at least 2 points), computed
+    on its own centred copy and remembered per cloud (module doc); `kind` names fn."""
+    n = t.shape[0]
+    return _SELF.get(_cloud_key(t, kind), lambda: _self_pair_sum(t - t.mean(dim=0), fn) / (n * (n - 1)))
+
+
+def _cross_mean(ta: torch.Tensor, tb: torch.Tensor, fn) -> float:
+    """Mean of fn(|a_i - b_j|²) over all pairs, both clouds shifted by the same vector (the
+    midpoint of their means: distances unchanged, rounding smaller)."""
+    centre = 0.5 * (ta.mean(dim=0) + tb.mean(dim=0))
+    return _pair_sum(ta - centre, tb - centre, fn) / (ta.shape[0] * tb.shape[0])
+
+
+# --------------------------------------------------------------------------- one cloud's own terms
+
+
+class _Memo:
+    """At most `entries` values, least recently used dropped first (module doc)."""
+
+    def __init__(self, entries: int):
+        self.entries = entries
+        self.store: OrderedDict = OrderedDict()
+
+    def get(self, key, compute: Callable):
+        if key is None:
+            return compute()
+        if key in self.store:
+            self.store.move_to_end(key)
+            return self.store[key]
+        value = compute()
+        self.store[key] = value
+        if len(self.store) > self.entries:
+            self.store.popitem(last=False)
+        return value
+
+
+def _cloud_key(t: torch.Tensor, kind: tuple) -> tuple | None:
+    """What identifies `kind` computed of cloud t: a digest of its bytes, dtype and shape; None
+    (not remembered) for a tensor that is not in host memory."""
+    if t.device.type != "cpu":
+        return None
+    arr = np.ascontiguousarray(t.detach().numpy())
+    digest = hashlib.blake2b(f"{arr.dtype.str} {arr.shape}".encode(), digest_size=16)
+    digest.update(arr.data)
+    return (digest.hexdigest(), *kind)
+
+
+_SELF = _Memo(8192)  # within-cloud means: a float each
+_SORTED = _Memo(2)  # sorted projections: up to _SORTED_MAX float64 values each
+_SORTED_MAX = 1 << 23  # 64 MiB: 256 directions of up to 32,768 points
+_SELF_ROWS = 128  # row block of a within-cloud sum (its leading square is half wasted)
 
 
 def _pairwise_distances(x: torch.Tensor) -> torch.Tensor:
@@ -298,7 +392,8 @@ def default_mmd_scales(a: Any, b: Any) -> list[float]:
 def _rbf_sum(bandwidths: Sequence[float]):
     """fn(d2) = Σ_s exp(-d2 / (2 s²)). Bandwidths whose kernel is a power 2^j of the
     widest one's (e.g. the default scales, which differ by factors of 2) are obtained by
-    repeated squaring instead of another exp, which is several times cheaper."""
+    repeated squaring instead of another exp, which is several times cheaper. `fn.kind`
+    names the kernel (for `_self_mean`)."""
     coefs = sorted((0.5 / (s * s) for s in bandwidths))  # widest bandwidth first
     c0 = coefs[0]
     plan: list[int | float] = []  # number of squarings of the base, or a coefficient
@@ -321,6 +416,7 @@ def _rbf_sum(bandwidths: Sequence[float]):
                 acc.add_(torch.exp(d2 * -step))
         return acc
 
+    fn.kind = ("rbf", *coefs)
     return fn
 
 
@@ -342,29 +438,17 @@ def _bandwidths(ta: torch.Tensor, tb: torch.Tensor, scales: Sequence[float] | No
     return bw
 
 
-def _centred(ta: torch.Tensor, tb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both clouds shifted by their pooled mean (distances unchanged, rounding smaller)."""
-    centre = torch.cat([ta, tb], dim=0).mean(dim=0)
-    return ta - centre, tb - centre
-
-
 def _mmd2_u(ta: torch.Tensor, tb: torch.Tensor, kernel) -> float:
-    """Unbiased MMD² of two (centred) clouds of at least 2 points each."""
-    n, m = ta.shape[0], tb.shape[0]
-    kxx = _pair_sum(ta, ta, kernel, same=True) / (n * (n - 1))
-    kyy = _pair_sum(tb, tb, kernel, same=True) / (m * (m - 1))
-    kxy = _pair_sum(ta, tb, kernel, same=False) / (n * m)
-    return kxx + kyy - 2.0 * kxy
+    """Unbiased MMD² of two clouds of at least 2 points each."""
+    kxx, kyy = _self_mean(ta, kernel, kernel.kind), _self_mean(tb, kernel, kernel.kind)
+    return kxx + kyy - 2.0 * _cross_mean(ta, tb, kernel)
 
 
 def _energy2_u(ta: torch.Tensor, tb: torch.Tensor) -> float:
-    """Unbiased squared energy distance 2 E|X - Y| - E|X - X'| - E|Y - Y'| of two (centred)
-    clouds of at least 2 points each."""
-    n, m = ta.shape[0], tb.shape[0]
-    exy = _pair_sum(ta, tb, torch.sqrt, same=False) / (n * m)
-    exx = _pair_sum(ta, ta, torch.sqrt, same=True) / (n * (n - 1))
-    eyy = _pair_sum(tb, tb, torch.sqrt, same=True) / (m * (m - 1))
-    return 2.0 * exy - exx - eyy
+    """Unbiased squared energy distance 2 E|X - Y| - E|X - X'| - E|Y - Y'| of two clouds of
+    at least 2 points each."""
+    exx, eyy = _self_mean(ta, torch.sqrt, ("distance",)), _self_mean(tb, torch.sqrt, ("distance",))
+    return 2.0 * _cross_mean(ta, tb, torch.sqrt) - exx - eyy
 
 
 def mmd(a: Any, b: Any, scales: Sequence[float] | None = None) -> float:
@@ -376,7 +460,6 @@ def mmd(a: Any, b: Any, scales: Sequence[float] | None = None) -> float:
     """
     ta, tb = _as_pair(a, b, "mmd", min_points=2)
     kernel = _rbf_sum(_bandwidths(ta, tb, scales, "mmd"))
-    ta, tb = _centred(ta, tb)
     return math.sqrt(max(_mmd2_u(ta, tb, kernel), 0.0))
 
 
@@ -385,7 +468,6 @@ def energy_distance(a: Any, b: Any) -> float:
     sqrt(max(2 E|X - Y| - E|X - X'| - E|Y - Y'|, 0)), with the within-sample means taken
     over pairs i != j (unbiased). Needs N, M >= 2."""
     ta, tb = _as_pair(a, b, "energy_distance", min_points=2)
-    ta, tb = _centred(ta, tb)
     return math.sqrt(max(_energy2_u(ta, tb), 0.0))
 
 
@@ -438,7 +520,6 @@ def mmd_block(
     ta, tb = _as_pair(a, b, "mmd_block", min_points=2)
     size = _check_block(block, "mmd_block")
     kernel = _rbf_sum(_bandwidths(ta, tb, scales, "mmd_block"))
-    ta, tb = _centred(ta, tb)
     return _block_estimate(ta, tb, lambda x, y: _mmd2_u(x, y, kernel), size, seed)
 
 
@@ -451,7 +532,6 @@ def energy_block(a: Any, b: Any, block: int = 1024, seed: int = 0) -> tuple[floa
     Needs N, M >= 2."""
     ta, tb = _as_pair(a, b, "energy_block", min_points=2)
     size = _check_block(block, "energy_block")
-    ta, tb = _centred(ta, tb)
     return _block_estimate(ta, tb, _energy2_u, size, seed)
 
 

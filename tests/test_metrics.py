@@ -85,8 +85,35 @@ def test_blocking_does_not_change_results(monkeypatch):
     b = randn(130, 3, seed=10) + 0.4
     full = (sliced_w2(a, b), mmd(a, b), energy_distance(a, b))
     monkeypatch.setattr(metrics, "_BLOCK_ELEMENTS", 97)
+    monkeypatch.setattr(metrics, "_SELF_ROWS", 7)  # a within-cloud sum in many triangle blocks
+    monkeypatch.setattr(metrics, "_SELF", metrics._Memo(0))  # nothing remembered: all recomputed
+    monkeypatch.setattr(metrics, "_SORTED", metrics._Memo(0))
     small = (sliced_w2(a, b), mmd(a, b), energy_distance(a, b))
     assert small == pytest.approx(full, rel=1e-10)
+
+
+def test_a_remembered_reference_gives_the_values_of_a_fresh_computation(monkeypatch):
+    """Many samples measured against one reference: the reference's own terms (sorted
+    projections, within-cloud sums) are computed once and reused, and every value is the one a
+    computation from nothing gives, exactly (module doc, One cloud, many comparisons)."""
+    ref = randn(2400, 2, seed=40)
+    samples = [randn(2400, 2, seed=41 + i) * (1 + 0.1 * i) + 0.1 * i for i in range(3)]
+    scales = metrics.default_mmd_scales(ref, ref)
+
+    def measure_all():
+        return [(sliced_w2_se(x, ref), mmd_block(x, ref, scales, block=600), energy_block(x, ref, block=600))
+                for x in samples]
+
+    monkeypatch.setattr(metrics, "_SELF", metrics._Memo(10_000))
+    monkeypatch.setattr(metrics, "_SORTED", metrics._Memo(2))
+    remembered = measure_all()
+    assert len(metrics._SELF.store) == 2 * (4 + 4 * len(samples))  # MMD and energy: 4 ref blocks + 4 per sample
+    fresh = []
+    for x in samples:
+        monkeypatch.setattr(metrics, "_SELF", metrics._Memo(0))
+        monkeypatch.setattr(metrics, "_SORTED", metrics._Memo(0))
+        fresh += [(sliced_w2_se(x, ref), mmd_block(x, ref, scales, block=600), energy_block(x, ref, block=600))]
+    assert remembered == fresh
 
 
 def test_numpy_and_torch_inputs_agree():
