@@ -98,7 +98,7 @@ def parse_executors(text: str) -> list[tuple[str, int]]:
 
 
 def main() -> None:
-    from dfc.bench import load_suite, suite_cells
+    from dfc.bench import load_suite, suite_cells, without_missing_peers
     from dfc.io import atomic_write_json, atomic_write_text
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -107,7 +107,10 @@ def main() -> None:
                     help="which to measure now (the others are read back from the last run's JSON)")
     ap.add_argument("--tiny", type=int, default=200, help="tiny cells per executor")
     args = ap.parse_args()
-    cells = suite_cells(load_suite(args.suite))
+    suite, skipped = without_missing_peers(load_suite(args.suite))
+    for message in skipped:  # their cells would fail on every executor alike
+        print(message, flush=True)
+    cells = suite_cells(suite)
     store = RESULTS / ("cluster.json" if args.suite == "quick" else f"cluster-{args.suite}.json")
     known = json.loads(store.read_text()) if store.exists() else {}
     with tempfile.TemporaryDirectory() as folder:

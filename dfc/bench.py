@@ -536,6 +536,42 @@ def die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="dfc-parent-watch", daemon=True).start()
 
 
+def busy_cores(jobs: int, load: float | None = None, cores: int | None = None) -> str | None:
+    """A warning when this machine is already busy: other work of about a core or more (a 1-minute
+    load average `load` of at least 1, default os.getloadavg) that, with the `jobs` cells, exceeds
+    its `cores` (default os.cpu_count; half a core of slack for start-up and the client). Cells
+    then share cores with other work and their wall times (the tables' wall columns) are inflated
+    (1.74× measured for a cell beside one busy process on 2 cores); None when there is room or
+    the load cannot be read."""
+    try:
+        load = os.getloadavg()[0] if load is None else load
+    except (AttributeError, OSError):
+        return None
+    cores = cores or os.cpu_count() or 1
+    if load < 1.0 or load + jobs <= cores + 0.5:
+        return None
+    return (f"This machine is busy: load average {load:.1f} on {cores} cores, and --jobs {jobs} adds {jobs}. "
+            f"The cells will share cores with other work, so their wall times (the tables' wall columns) will "
+            f"be inflated; quality does not depend on it. For timings, run when the machine is idle or lower "
+            f"--jobs.")
+
+
+def cached_records(cells: list[Cell], cache: Path) -> tuple[dict[str, dict], list[Cell]]:
+    """The records of `cells` already in `cache` (by key) and the cells still to compute (each
+    once; an unreadable cache file counts as missing)."""
+    done, todo = {}, []
+    for c in dict.fromkeys(cells):  # a cell listed twice runs once
+        f = cache / f"{c.key}.json"
+        if f.exists():
+            try:
+                done[c.key] = json.loads(f.read_text())
+                continue
+            except (json.JSONDecodeError, OSError):
+                pass  # an unreadable cache file is recomputed
+        todo.append(c)
+    return done, todo
+
+
 def run_cells(cells: list[Cell], cache: Path, jobs: int = 1, progress=None, executor="local") -> list[dict]:
     """Results of all cells: cached ones read back, missing ones computed and cached one by one.
 
@@ -550,16 +586,7 @@ def run_cells(cells: list[Cell], cache: Path, jobs: int = 1, progress=None, exec
     from dfc.io import atomic_write_json
 
     cache.mkdir(parents=True, exist_ok=True)
-    done, todo = {}, []
-    for c in dict.fromkeys(cells):  # a cell listed twice runs once
-        f = cache / f"{c.key}.json"
-        if f.exists():
-            try:
-                done[c.key] = json.loads(f.read_text())
-                continue
-            except (json.JSONDecodeError, OSError):
-                pass  # an unreadable cache file is recomputed
-        todo.append(c)
+    done, todo = cached_records(cells, cache)
     total = len(done) + len(todo)
     if progress:
         progress(len(done), total, "")
@@ -574,6 +601,16 @@ def run_cells(cells: list[Cell], cache: Path, jobs: int = 1, progress=None, exec
                 if progress:
                     progress(len(done), total, f"{c.label} · {c.target} · NFE {c.nfe}")
     return [done[c.key] for c in cells]
+
+
+def without_missing_peers(suite: dict) -> tuple[dict, list[str]]:
+    """`suite` without the peers whose library is not installed, and one message per such
+    library (dfc.peers.skip_message): their rows are skipped, not failed."""
+    from dfc.peers import missing_libraries, skip_message
+
+    missing = missing_libraries(suite["peers"])
+    dropped = {name for names in missing.values() for name in names}
+    return {**suite, "peers": [p for p in suite["peers"] if p not in dropped]}, [skip_message(lib) for lib in missing]
 
 
 def peers_available(names=None) -> bool:
@@ -1029,7 +1066,8 @@ def gan_vs_peers(summ: pd.DataFrame, budgets=(4, 8, 16)) -> pd.DataFrame:
 SCALE_REPORTS = (("particles.md", "Quality against the particle count (benchmarks/particles.py)"),
                  ("scaling.md", "Cost against the particle count (benchmarks/scaling.py)"),
                  ("estimators.md", "Population estimates of s_p (benchmarks/estimators.py)"),
-                 ("threads.md", "Threads (benchmarks/threads.py)"))
+                 ("threads.md", "Threads (benchmarks/threads.py)"),
+                 ("bench-all.md", "What dfc bench --all costs (measured from an empty cache)"))
 OTHER_REPORTS = (("likelihood.md", "Likelihood (dfc nll)"), ("learned.md", "Learned fields (dfc train)"),
                  ("overhead.md", "Native sampler overhead"),
                  ("cluster.md", "Executors: local processes and Dask (benchmarks/cluster.py)"),

@@ -300,7 +300,7 @@ def bench(
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         from dfc import bench as b
-        from dfc.peers import PEERS, missing_libraries, skip_message
+        from dfc.peers import PEERS
 
         results = b.results_dir(out)
         results_md = b.results_md(results)
@@ -334,10 +334,16 @@ def bench(
                                     "nll_targets": [], "nll_points": 0}, "dfc bench")
         else:
             chosen = b.load_suite("default" if all_ else "quick" if quick else suite)
-        for library, names in missing_libraries(chosen["peers"]).items():  # one line per missing library
-            err_console.print(skip_message(library), highlight=False, markup=False, soft_wrap=True)
-            chosen["peers"] = [p for p in chosen["peers"] if p not in names]
+        chosen, skipped = b.without_missing_peers(chosen)
+        for message in skipped:  # one line per missing library
+            err_console.print(message, highlight=False, markup=False, soft_wrap=True)
         cells = b.suite_cells(chosen, sweeps if spec is not None else None)
+        _, todo = b.cached_records(cells, results / "cache")
+        err_console.print(f"bench {chosen['name']}: {len(set(cells)):,} cells, {len(set(cells)) - len(todo):,} "
+                          f"cached, {len(todo):,} to compute", highlight=False)
+        busy = b.busy_cores(jobs) if todo and where.address is None else None  # cells run on this machine
+        if busy is not None:
+            err_console.print(busy, highlight=False, markup=False, soft_wrap=True)
         import signal
 
         def stop(signum, frame):  # SIGTERM as Ctrl-C: queued cells are dropped, finished ones are cached

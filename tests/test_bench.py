@@ -102,7 +102,21 @@ def test_quick_suite_end_to_end_through_the_cli(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     assert "floor" in r.output and "ve_ode" in r.output
     assert (tmp_path / "results" / "mini" / "results.csv").exists()
-    assert len(list((tmp_path / "results" / "cache").glob("*.json"))) == 3 - (kdiffusion_sampling() is None)
+    n = 3 - (kdiffusion_sampling() is None)
+    assert len(list((tmp_path / "results" / "cache").glob("*.json"))) == n
+    assert f"bench mini: {n} cells, 0 cached, {n} to compute" in r.output  # said before it starts
+    again = CliRunner().invoke(app, ["bench", "--suite", str(suite), "--jobs", "1"])
+    assert again.exit_code == 0 and f"bench mini: {n} cells, {n} cached, 0 to compute" in again.output
+
+
+def test_a_busy_machine_is_named_before_timings_are_taken():
+    """Wall times of cells that share cores with other work are inflated: the bench says so when
+    the load average and --jobs exceed the cores, and is quiet on an idle machine."""
+    assert b.busy_cores(2, load=0.6, cores=2) is None  # idle: background noise only
+    assert b.busy_cores(1, load=1.0, cores=2) is None  # one busy core, one job: room for it
+    warning = b.busy_cores(2, load=1.3, cores=2)
+    assert "load average 1.3 on 2 cores" in warning and "--jobs 2" in warning and "inflated" in warning
+    assert b.busy_cores(8, load=1.3, cores=16) is None
 
 
 def test_bad_suites_and_options_exit_2(tmp_path):
