@@ -50,7 +50,7 @@ def run(
     fields: Optional[str] = typer.Option(None, help="exact or learned(score = \"FILE\"), optionally + kde | gauss | closed | disc(path = \"FILE\")"),
     steps: Optional[int] = typer.Option(None, help="Number of time steps."),
     solver: Optional[str] = typer.Option(None, help="euler | heun | ddim | dpmpp_2m | dpmpp_2m_sde | dpmpp_3m | "
-                                         "dpmpp_3m_sde | expint_2m | expint_3m (native, MATH §11); euler | milstein "
+                                         "dpmpp_3m_sde | expint_2m | expint_3m (native, MATH §11) | deis_2m | deis_3m (MATH §12); euler | milstein "
                                          "| srk (torchsde); `dfc solvers` lists them"),
     backend: Optional[str] = typer.Option(None, help="native | torchsde"),
     grid: Optional[str] = typer.Option(None, help="uniform | karras(rho = 7)"),

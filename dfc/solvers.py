@@ -39,6 +39,8 @@ REGISTRY = {
     ("native", "dpmpp_3m_sde"): "dfc.backends.exponential:Exponential",
     ("native", "expint_2m"): "dfc.backends.exponential:Exponential",
     ("native", "expint_3m"): "dfc.backends.exponential:Exponential",
+    ("native", "deis_2m"): "dfc.backends.deis:Deis",
+    ("native", "deis_3m"): "dfc.backends.deis:Deis",
     ("torchsde", "euler"): "dfc.backends.torchsde_backend:TorchsdeMethod",
     ("torchsde", "milstein"): "dfc.backends.torchsde_backend:TorchsdeMethod",
     ("torchsde", "srk"): "dfc.backends.torchsde_backend:TorchsdeMethod",
@@ -112,9 +114,11 @@ def check_run(spec) -> Solver:
                           f"Use `clock = {solver.clocks[0]}`, or `backend = native`.")
     noisy = spec.exprs["noise2"] != 0
     if solver.noise == "none" and noisy:
+        sde = f"{solver.name}_sde"
+        sde = sde if (solver.backend, sde) in REGISTRY else "euler or heun"
         raise ConfigError(f"solver {solver.name} integrates ODEs, and spec {spec.name!r} has noise "
                           f"(g² − λ² = {spec.exprs['noise2']}).", run.spans.get("solver"),
-                          f"Use {solver.name}_sde, or the spec's flow twin (g2 = lambda2).")
+                          f"Use {sde}, or the spec's flow twin (g2 = lambda2).")
     if solver.noise == "required" and not noisy:
         plain = solver.name.removesuffix("_sde")
         raise ConfigError(f"solver {solver.name} integrates SDEs, and spec {spec.name!r} has no noise (g² = λ²).",

@@ -45,6 +45,8 @@ def test_every_registered_solver_declares_what_it_supports():
     ("vp_sde", {"solver": "heun", "backend": "torchsde"}, "native backend's", "backend = native"),
     ("vp_sde", {"solver": "euler", "backend": "torchsde", "clock": "sigma"}, "clock(s) t", "clock = t"),
     ("langevin", {"solver": "dpmpp_2m_sde"}, "not strictly monotone", "ddim"),
+    ("ve_sde", {"solver": "deis_3m"}, "integrates ODEs", "euler or heun"),
+    ("vanilla_gan", {"solver": "deis_2m"}, "not positive and strictly monotone", "heun"),
 ])
 def test_one_check_names_the_option_and_the_fix(spec, run, message, fix):
     with pytest.raises(ConfigError) as exc:
@@ -190,7 +192,7 @@ ORDER_STEPS = (32, 64, 128)
 
 
 @pytest.mark.parametrize("solver,order", [("euler", 1), ("ddim", 1), ("heun", 2), ("dpmpp_2m", 2),
-                                          ("expint_2m", 2), ("expint_3m", 3)])
+                                          ("expint_2m", 2), ("expint_3m", 3), ("deis_2m", 2), ("deis_3m", 3)])
 def test_deterministic_solvers_converge_at_their_order(solver, order):
     """The error's log-log slope against the number of steps is the solver's nominal order (± 0.3)."""
     errors = [ode_error(solver, n) for n in ORDER_STEPS]
