@@ -92,10 +92,11 @@ def ladder_betas(sigma_min: float, sigma_max: float, n: int = 1000) -> np.ndarra
     return 1.0 - abar / np.concatenate([[1.0], abar[:-1]])
 
 
-def make_scheduler(name: str, steps: int, sigma_min: float, sigma_max: float, rho: float, device=None):
-    """Peer `name`'s scheduler, its timesteps set for `steps` Karras sigmas (then 0)."""
+def make_scheduler(name: str, steps: int, sigma_min: float, sigma_max: float, rho: float, device=None, **config):
+    """Peer `name`'s scheduler, its timesteps set for `steps` Karras sigmas (then 0). `config`: constructor
+    arguments that replace the peer's (e.g. `solver_order=2, lower_order_final=False`, for parity tests)."""
     cls_name, kwargs = SCHEDULERS[name]
-    scheduler = getattr(diffusers_module(), cls_name)(**kwargs(sigma_min, sigma_max, rho))
+    scheduler = getattr(diffusers_module(), cls_name)(**(kwargs(sigma_min, sigma_max, rho) | config))
     scheduler.set_timesteps(steps, device=device)
     scheduler.set_begin_index(0)  # step i is timestep i (Karras timesteps can repeat after rounding)
     return scheduler

@@ -1,11 +1,13 @@
 """diffusers' multistep schedulers as peers (dfc.peers_diffusers): each checked on a Gaussian target
-against the closed-form flow before it enters a table; their NFE rule; skipped when diffusers (or
-k-diffusion) is absent, the other library's peers still running."""
+against the closed-form flow before it enters a table; their NFE rule; DEIS against dfc's deis_2m and
+deis_3m sample for sample; skipped when diffusers (or k-diffusion) is absent, the other library's peers
+still running."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -14,8 +16,12 @@ from typer.testing import CliRunner
 import dfc.bench as b
 import dfc.peers as peers
 from dfc.cli import app
-from dfc.peers import PEERS, SIGMA_MAX, run_peer, steps_for
-from dfc.peers_diffusers import SCHEDULERS, diffusers_module
+from dfc.compiler import compile_spec
+from dfc.grids import sigma_to_t
+from dfc.peers import PEERS, RHO, SIGMA_MAX, SIGMA_MIN, run_peer, steps_for
+from dfc.peers_diffusers import SCHEDULERS, diffusers_module, make_scheduler, sample
+from dfc.solvers import Grid, Terms, solve_run
+from dfc.spec import load_spec, preset_dir
 from dfc.targets import make_target
 
 DIFFUSERS_PEERS = list(SCHEDULERS)
@@ -91,6 +97,64 @@ def test_dpmsolver_3m_is_kdiffusions_3m_with_eta_0():
     theirs = kd.sample_dpmpp_3m_sde(lambda y, s: y + float(s[0]) ** 2 * target.score(y, float(s[0])), x, sigmas,
                                     eta=0.0, disable=True)
     torch.testing.assert_close(ours, theirs, rtol=0, atol=5e-4)  # float32: 1e-4 measured
+
+
+def deis_pair(order: int, steps: int, float64: bool = False, lower_order_final: bool = False, n: int = 200):
+    """dfc's deis_{order}m on ve_ode in the σ clock and diffusers' DEISMultistepScheduler (the deis_3m
+    peer's, at `order`) on diffusers' Karras grid of `steps` steps, from the same x0 (float64) with the
+    same exact denoiser on gauss16 (eigenvalues 0.1 … 10); both end with D(x; σ_min) (dfc's `denoise`,
+    the peer's last evaluation). `float64`: diffusers gets its own σ grid back in float64 (see below)."""
+    scheduler = make_scheduler("deis_3m", steps + 1, SIGMA_MIN, SIGMA_MAX, RHO,
+                               solver_order=order, lower_order_final=lower_order_final)
+    if float64:  # each step reads its σ from `scheduler.sigmas`: the same values in float64 keep it in float64
+        scheduler.sigmas = scheduler.sigmas.double()
+    sigmas = scheduler.sigmas.double().numpy()[:-1]  # σ_0 … σ_steps (diffusers then repeats σ_min, not stepped)
+    # The same grid in dfc: the times at which a ve_ode whose σ runs between diffusers' ends (80.00003 and
+    # 0.0019984, from its float32 ᾱ table) takes those σ. In the σ clock the method sees the σ values only.
+    spec = compile_spec(load_spec(preset_dir() / "ve_ode.dfs"),
+                        {"sigma_max": repr(float(sigmas[0])), "sigma_min": repr(float(sigmas[-1]))},
+                        {"target": "gauss16", "solver": f"deis_{order}m", "clock": "sigma"})
+    ts = sigma_to_t(spec, sigmas)
+    np.testing.assert_allclose(spec.on_grid("sigma", ts), sigmas, rtol=1e-13, atol=0)
+    target = make_target("gauss16").to(dtype=torch.float64)
+    x0 = torch.randn((n, target.dim), generator=torch.Generator().manual_seed(4), dtype=torch.float64) * sigmas[0]
+    terms = Terms.of(spec, target)
+    ours = terms.drift.denoise(solve_run(spec, terms, x0.clone(), Grid.of(spec, ts)), float(ts[-1]))
+    theirs = sample(scheduler, lambda x, s: x + s * s * target.score(x, s), x0.clone())
+    return ours, theirs
+
+
+def relative_gap(pair) -> float:
+    ours, theirs = pair
+    return float((ours - theirs).abs().max() / theirs.abs().max())
+
+
+@needs_diffusers
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:diffusers")  # NumPy 2 on its 0-d tensors, as in run_peer
+@pytest.mark.parametrize("steps", [3, 7])
+@pytest.mark.parametrize("order", [2, 3])
+def test_deis_is_diffusers_deis_multistep(order, steps):
+    """MATH §12: on ve_ode in the σ clock, dfc's deis_{order}m is diffusers' DEISMultistepScheduler (log-ρ
+    DEIS, order kept to the end: lower_order_final=False) sample for sample, start-up steps included
+    (first order, then second): same grid, same x0, same exact denoiser. dfc's weights are Gauss–Legendre
+    quadratures of the Lagrange basis in log σ; diffusers' are its closed-form antiderivatives (`ind_fn`).
+
+    diffusers computes in float32 where the caller does not choose: its ᾱ table (`trained_betas` become
+    a float32 tensor in `__init__`), its σ grid (`set_timesteps` casts it with `astype(np.float32)`)
+    and, from those σ, each step's α, σ, ρ and coefficients (`multistep_deis_*_order_update`); the
+    samples stay float64, being only scaled by those scalars. So two checks:
+    - as diffusers runs, to 1e-5 of the samples' scale (float32 coefficients, their rounding amplified
+      by the cancellation in ind_fn(ρ_t) − ind_fn(ρ_s0): 7e-8 … 2e-6 measured);
+    - with its σ grid handed back in float64 (same values), to 1e-12 (under 1e-14 measured).
+    Each step's oldest weight off by a factor 1 + 1e-4 moves the samples by 8e-5 … 1e-3 of their scale,
+    interpolating in σ rather than log σ by 0.1 … 0.25: both fail the first check; 4 quadrature nodes
+    in place of 64 (1e-11 … 2e-8) fail the second.
+    """
+    assert relative_gap(deis_pair(order, steps)) < 1e-5
+    assert relative_gap(deis_pair(order, steps, float64=True)) < 1e-12
+    if order == 3:  # diffusers' default (below 15 steps its last step is second order) is another method:
+        # the benchmark's gap at 4-8 NFE, far outside the float32 tolerance (2e-3 … 8e-2 measured)
+        assert relative_gap(deis_pair(order, steps, lower_order_final=True)) > 1e-4
 
 
 def test_suite_validation_and_skips_with_one_library_absent(tmp_path, monkeypatch):
