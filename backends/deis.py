@@ -8,10 +8,12 @@ basis polynomial of node log σ(t_{i-j}). The weights are computed once per grid
 quadrature in t, so one code path serves every spec and clock. One evaluation per step.
 
 On the VE ODE in the σ clock F is the noise prediction (x − D)/σ, and this is DEIS's ρAB with the
-log-ρ interpolant (Zhang & Chen 2023; diffusers' `DEISMultistepScheduler`): it extrapolates the
-noise prediction, where DPM-Solver++ (dfc.backends.exponential) interpolates the data prediction in
-λ = −log σ. ODE specs only (g² = λ²); σ must be positive and strictly monotone on the grid (a last
-point with σ = 0 is allowed: log σ is integrable there).
+log-ρ interpolant (Zhang & Chen 2023): diffusers' `DEISMultistepScheduler` with
+`lower_order_final=False`, sample for sample (tested: test_deis_is_diffusers_deis_multistep in
+tests/test_peers_diffusers.py). It extrapolates the noise prediction, where DPM-Solver++
+(dfc.backends.exponential) interpolates the data prediction in λ = −log σ. ODE specs only (g² = λ²);
+σ must be positive and strictly monotone on the grid (a last point with σ = 0 is allowed: log σ is
+integrable there).
 """
 
 from __future__ import annotations
