@@ -246,10 +246,11 @@ def nll(
         compiled = build(spec, _pairs(set_, "--set"), overrides)
         if points < 2:
             raise ConfigError(f"--points {points}: score at least 2 points.")
-        from dfc.io import check_writable
+        from dfc.io import check_set_folder
+        from dfc.likelihood_report import NLL_FILES
 
         folder = out if out is not None else Path("runs") / f"{compiled.name}-nll"
-        check_writable(folder / "nll.json")  # before the work, whose result could not be kept
+        check_set_folder(folder, NLL_FILES, "dfc nll")  # before the work, whose result could not be kept
         from dfc.likelihood import BATCH
         from dfc.threads import use_threads
 

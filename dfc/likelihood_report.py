@@ -80,20 +80,23 @@ def likelihood_run(spec: CompiledSpec, *, data: Path | None, n_points: int, rtol
     return LikelihoodRun(spec, points, target, exact.logp, lower, record)
 
 
+NLL_FILES = ("nll.json", "nll.png")  # every file an nll folder may hold
+
+
 def write_likelihood(run: LikelihoodRun, out) -> dict[str, Path]:
-    from dfc.io import atomic_save_figure, atomic_write_json, ensure_out_dir
+    """nll.json (the record, with every point's NLL) and, for 2-D points, nll.png, written as one set:
+    the folder `out` is replaced as a whole (dfc.io.replace_folder), so it holds the complete old set
+    or the complete new one at every moment; a folder holding other files is refused."""
+    from dfc.io import figure_bytes, json_bytes, replace_folder
     from dfc.plot import scatter_over_density
 
-    out = ensure_out_dir(out)
-    paths = {"record": out / "nll.json"}
     record = dict(run.record)
     record["per_point_nll"] = (-run.logp).cpu().tolist()
+    files = {"nll.json": json_bytes(record, "nll.json")}
     if run.points.shape[1] == 2:
-        fig = _nll_figure(run, scatter_over_density)
-        paths["plot"] = out / "nll.png"
-        atomic_save_figure(paths["plot"], fig)
-    atomic_write_json(paths["record"], record)
-    return paths
+        files["nll.png"] = figure_bytes(_nll_figure(run, scatter_over_density), "nll.png")
+    paths = replace_folder(out, files, NLL_FILES)
+    return {{"nll.json": "record", "nll.png": "plot"}[name]: path for name, path in paths.items()}
 
 
 def _nll_figure(run: LikelihoodRun, scatter_over_density):

@@ -37,7 +37,10 @@ def make_run_target(spec: CompiledSpec, dtype=DTYPE):
     from dfc.data import run_target
 
     cfg = spec.run
-    base = Path(spec.ir.file).parent if spec.ir.file else None
+    # a relative .npy path is read where it was written: beside the spec file that names it (up the
+    # extends chain), or, given on the command line or in Python, in the current folder
+    written = cfg.spans.get("target")
+    base = Path(written.file).parent if written is not None and written.file and Path(written.file).exists() else None
     try:
         target = None if cfg.target_options else run_target(cfg.target)  # moons, swissroll, circles, digits
         if target is None:

@@ -69,6 +69,22 @@ def test_run_on_a_data_set(tmp_path):
     assert np.median(d) < 0.05
 
 
+def test_a_relative_data_path_is_read_where_it_was_written(tmp_path, monkeypatch):
+    """`--target rel.npy` on the command line is the current folder's file (not one beside the preset);
+    `target = "rel.npy"` in a spec's run block is the file beside that spec, wherever dfc runs."""
+    near, far = tmp_path / "here", tmp_path / "specs"
+    near.mkdir(), far.mkdir()
+    np.save(near / "rel.npy", np.full((40, 2), 3.0, dtype=np.float32))
+    np.save(far / "rel.npy", np.full((40, 2), -3.0, dtype=np.float32))
+    (far / "mine.dfs").write_text('spec mine extends ve_ode "on the file beside me"\n'
+                                  '  run target = "rel.npy"\nend\n')
+    monkeypatch.chdir(near)
+    for args, centre in ((["ve_ode", "--target", "rel.npy"], 3.0), ([str(far / "mine.dfs")], -3.0)):
+        r = invoke("run", *args, "--samples", "200", "--steps", "8", "--denoise", "--out", tmp_path / "o")
+        assert r.exit_code == 0, r.output
+        assert np.allclose(np.load(tmp_path / "o" / "samples.npy").mean(axis=0), centre, atol=0.05), args
+
+
 @pytest.mark.parametrize("content,words", [
     (np.array([[1.0, np.nan], [0.0, 1.0]]), "NaN"),
     (np.arange(5.0), "2-D"),

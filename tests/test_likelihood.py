@@ -110,6 +110,15 @@ def test_cli_nll_writes_record_and_plot(tmp_path):
     assert (tmp_path / "nll.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_cli_nll_writes_one_set_and_refuses_a_folder_of_other_files(tmp_path):
+    """dfc nll replaces its output folder as a whole (a complete old or new set at every moment), so a
+    folder holding other files is refused before any work, and those files are left as they were."""
+    (tmp_path / "mine.txt").write_text("keep")
+    r = CliRunner().invoke(app, ["nll", "ve_ode", "--points", "20", "--no-elbo", "--out", str(tmp_path)])
+    assert r.exit_code != 0 and "dfc nll did not write (mine.txt)" in r.output and "Traceback" not in r.output
+    assert (tmp_path / "mine.txt").read_text() == "keep" and not (tmp_path / "nll.json").exists()
+
+
 def test_cli_nll_needs_sp_when_tracking_fails(tmp_path):
     r = CliRunner().invoke(app, ["nll", "analytic_continuation", "--fields", "exact", "--out", str(tmp_path)])
     assert r.exit_code == 2 and "tracking condition" in r.output and "Traceback" not in r.output
