@@ -536,24 +536,46 @@ def die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="dfc-parent-watch", daemon=True).start()
 
 
-def busy_cores(jobs: int, load: float | None = None, cores: int | None = None) -> str | None:
-    """A warning when this machine is already busy: other work of about a core or more (a 1-minute
-    load average `load` of at least 1, default os.getloadavg) that, with the `jobs` cells, exceeds
-    its `cores` (default os.cpu_count; half a core of slack for start-up and the client). Cells
-    then share cores with other work and their wall times (the tables' wall columns) are inflated
-    (1.74× measured for a cell beside one busy process on 2 cores); None when there is room or
-    the load cannot be read."""
+def cores_in_use(seconds: float = 0.3) -> float | None:
+    """How many cores this machine is using now: the share of non-idle CPU time over `seconds` (Linux
+    /proc/stat) times the core count; None where that cannot be read. Unlike the load average it
+    does not lag a job that has just ended."""
+    def sample():
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        return sum(fields), fields[3] + (fields[4] if len(fields) > 4 else 0)  # total, idle + iowait
+
     try:
-        load = os.getloadavg()[0] if load is None else load
-    except (AttributeError, OSError):
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
         return None
+    span = total1 - total0
+    return (1.0 - (idle1 - idle0) / span) * (os.cpu_count() or 1) if span > 0 else None
+
+
+def busy_cores(jobs: int, busy: float | None = None, cores: int | None = None) -> str | None:
+    """A warning when this machine is already busy: other work of about a core or more (`busy` cores
+    in use, default `cores_in_use()`, else the 1-minute load average) that, with the `jobs` cells,
+    exceeds its `cores` (default os.cpu_count; half a core of slack for start-up and the client).
+    Cells then share cores with other work and their wall times (the tables' wall columns) are
+    inflated (1.74× measured for a cell beside one busy process on 2 cores); None when there is
+    room or nothing can be read."""
+    if busy is None:
+        busy = cores_in_use()
+    if busy is None:
+        try:
+            busy = os.getloadavg()[0]
+        except (AttributeError, OSError):
+            return None
     cores = cores or os.cpu_count() or 1
-    if load < 1.0 or load + jobs <= cores + 0.5:
+    if busy < 0.9 or busy + jobs <= cores + 0.5:
         return None
-    return (f"This machine is busy: load average {load:.1f} on {cores} cores, and --jobs {jobs} adds {jobs}. "
-            f"The cells will share cores with other work, so their wall times (the tables' wall columns) will "
-            f"be inflated; quality does not depend on it. For timings, run when the machine is idle or lower "
-            f"--jobs.")
+    return (f"This machine is busy: other work is using about {busy:.1f} of its {cores} cores, and --jobs {jobs} "
+            f"adds {jobs}. The cells will share cores with it, so their wall times (the tables' wall columns) "
+            f"will be inflated; quality does not depend on it. For timings, run when the machine is idle or "
+            f"lower --jobs.")
 
 
 def cached_records(cells: list[Cell], cache: Path) -> tuple[dict[str, dict], list[Cell]]:

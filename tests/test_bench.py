@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
@@ -112,11 +113,13 @@ def test_quick_suite_end_to_end_through_the_cli(tmp_path, monkeypatch):
 def test_a_busy_machine_is_named_before_timings_are_taken():
     """Wall times of cells that share cores with other work are inflated: the bench says so when
     the load average and --jobs exceed the cores, and is quiet on an idle machine."""
-    assert b.busy_cores(2, load=0.6, cores=2) is None  # idle: background noise only
-    assert b.busy_cores(1, load=1.0, cores=2) is None  # one busy core, one job: room for it
-    warning = b.busy_cores(2, load=1.3, cores=2)
-    assert "load average 1.3 on 2 cores" in warning and "--jobs 2" in warning and "inflated" in warning
-    assert b.busy_cores(8, load=1.3, cores=16) is None
+    assert b.busy_cores(2, busy=0.6, cores=2) is None  # idle: background noise only
+    assert b.busy_cores(1, busy=1.0, cores=2) is None  # one busy core, one job: room for it
+    warning = b.busy_cores(2, busy=1.3, cores=2)
+    assert "using about 1.3 of its 2 cores" in warning and "--jobs 2" in warning and "inflated" in warning
+    assert b.busy_cores(8, busy=1.3, cores=16) is None
+    now = b.cores_in_use(0.05)  # what the machine uses now, where /proc/stat exists
+    assert now is None or 0.0 <= now <= (os.cpu_count() or 1) + 1e-9
 
 
 def test_bad_suites_and_options_exit_2(tmp_path):
