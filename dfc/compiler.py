@@ -262,19 +262,32 @@ def _noise_culprit(spec: CompiledSpec) -> tuple[str, str]:
     return ("g2", "lambda2") if spec.ir.term("g2").span is not None else ("lambda2", "g2")
 
 
+def _time_coefficients(e: sp.Expr) -> list[sp.Expr]:
+    """The time-only pieces of a term: the term itself when it has neither x nor D; else, when it is a
+    polynomial in x and D (f = a(t) x + b(t), β = β_0(t) + β_1(t) D, ...), its coefficients; else none
+    (a term such as tanh(x)/t is left to the grid check)."""
+    if not e.has(X, D):
+        return [e]
+    try:
+        return [c for c in sp.Poly(e, X, D).coeffs() if not c.has(X, D)]
+    except (sp.PolynomialError, sp.GeneratorsNeeded):
+        return []
+
+
 def _check_between_points(spec: CompiledSpec) -> None:
-    """The time-only terms have no pole, and no stretch where a root or log is undefined, between the
-    check points either: dfc.singular, from their symbolic form."""
+    """The terms have no pole, and no stretch where a root or log is undefined, between the check
+    points either: dfc.singular, from their symbolic form (for f and β, in each time coefficient of
+    their polynomial in x and D)."""
     from dfc.singular import singularity
 
-    for name in ("sigma", "u", "g2", "lambda2", "beta"):
-        e = spec.exprs[name]
-        found = None if e.has(X, D) else singularity(e, spec.t0, spec.t1, CHECK_POINTS)
-        if found is not None:
-            t, why = found
-            raise _fail(spec, name, f"{name} is not finite or not real at t = {t:.9g}: {why}.",
-                        f"Keep {name} finite and real on the whole time interval [{spec.t0:g}, {spec.t1:g}] (not "
-                        f"only at the {CHECK_POINTS} check points), or change `time` in the run block.")
+    for name in ("sigma", "u", "g2", "lambda2", "beta", "f"):
+        for e in _time_coefficients(spec.exprs[name]):
+            found = singularity(e, spec.t0, spec.t1, CHECK_POINTS)
+            if found is not None:
+                t, why = found
+                raise _fail(spec, name, f"{name} is not finite or not real at t = {t:.9g}: {why}.",
+                            f"Keep {name} finite and real on the whole time interval [{spec.t0:g}, {spec.t1:g}] "
+                            f"(not only at the {CHECK_POINTS} check points), or change `time` in the run block.")
 
 
 def check_well_posed(spec: CompiledSpec) -> None:

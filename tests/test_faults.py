@@ -290,13 +290,17 @@ def spec_file(tmp_path, body: str) -> Path:
     ("beta(t) = g2(t)/2 + sqrt((t-0.3001)*(t-0.3002))", ["beta", "negative on (0.3001, 0.3002)", "not real"]),
     ("beta(t) = g2(t)/2 + 1e-9*log((t-0.77777)^2)", ["beta", "t = 0.77777", "log vanishes"]),
     ("beta(t) = g2(t)/2 + t/(t^3 - 0.02)^2", ["beta", "t = 0.271441", "a pole"]),
+    # terms with x or D: each time coefficient of their polynomial in x and D is examined
+    ("f(x, t) = -x/(t - 0.5123456789)", ["h.dfs:2:3", "f is not", "t = 0.512345679", "a pole"]),
+    ("beta(t) = g2(t)/2 + D(x, t)*sqrt((t-0.6001)*(t-0.6002))", ["beta", "negative on (0.6001, 0.6002)"]),
 ])
 def test_singularity_between_check_points_is_refused(tmp_path, body, words):
     refused(["check", spec_file(tmp_path, body), "--no-latex"], "not finite or not real", *words)
 
 
 @pytest.mark.parametrize("body", ["beta(t) = g2(t)/2 + 1/(t^2 + 0.01)", "beta(t) = g2(t)/2 + 1/(t + 2)",
-                                  "beta(t) = g2(t)/2 + sqrt((t - 2)^2)", "beta(t) = g2(t)/2 + sin(t)/(t + 1e-3)"])
+                                  "beta(t) = g2(t)/2 + sqrt((t - 2)^2)", "beta(t) = g2(t)/2 + sin(t)/(t + 1e-3)",
+                                  "f(x, t) = -x/(t + 2)", "f(x, t) = -tanh(x)/(t + 2)"])
 def test_regular_terms_pass_the_symbolic_check(tmp_path, body):
     ran(["check", spec_file(tmp_path, body), "--no-latex"])
 
