@@ -56,7 +56,13 @@ def deis_weights(spec, ts: np.ndarray, order: int) -> list[np.ndarray]:
         nodes = v[i - k + 1:i + 1][::-1]  # log σ at t_i, t_{i-1}, …
         a, b = ts[i], ts[i + 1]
         tau = 0.5 * (b - a) * x + 0.5 * (a + b)
-        v_tau = np.log(_values(spec.exprs["sigma"], tau))
+        with np.errstate(all="ignore"):
+            v_tau = np.log(_values(spec.exprs["sigma"], tau))
+        if not np.all(np.isfinite(v_tau)):
+            raise ConfigError(f"solver deis_{order}m interpolates in log σ, and spec {spec.name!r} has a σ that is "
+                              f"not positive inside step {i + 1} (t in [{a:.6g}, {b:.6g}]).",
+                              spec.run.spans.get("solver"), "Use euler or heun, or a spec whose sigma(t) stays "
+                              "positive before the last grid point.")
         rate = np.asarray(spec.clock_rate(tau), dtype=np.float64) * np.ones_like(tau)
         w = np.empty(k)
         for j in range(k):

@@ -543,7 +543,8 @@ def cores_in_use(seconds: float = 0.3) -> float | None:
     def sample():
         with open("/proc/stat", encoding="ascii") as f:
             fields = [int(v) for v in f.readline().split()[1:]]
-        return sum(fields), fields[3] + (fields[4] if len(fields) > 4 else 0)  # total, idle + iowait
+        # user nice system idle iowait irq softirq steal (guest time is already in user and nice)
+        return sum(fields[:8]), fields[3] + (fields[4] if len(fields) > 4 else 0)  # total, idle + iowait
 
     try:
         total0, idle0 = sample()

@@ -26,8 +26,9 @@ What a metric needs of one cloud alone — its sorted projections (sliced W2; cl
 distance) — is computed on that cloud's own centred copy, so it does not depend on the other
 cloud, and is remembered in this process: keyed by a digest of the cloud's bytes (dtype and
 shape included) and what was computed of it, so a remembered value is the one a fresh
-computation gives, bit for bit. Least recently used entries go first; CUDA tensors are not
-remembered (hashing them would copy them to the host).
+computation gives, bit for bit (at the same thread count, which is part of the key). Least
+recently used entries go first; CUDA tensors are not remembered (hashing them would copy them to
+the host).
 
 Block estimates. `mmd_block(a, b, scales, block, seed)` and `energy_block(a, b, block, seed)`
 shuffle both samples (a fixed permutation drawn from `seed`), cut them into the same number B
@@ -110,7 +111,8 @@ def _as_points(
         raise DataError(
             f"{func}: argument `{name}` is complex; pass real-valued samples of shape (N, D)."
         )
-    t = t.to(dtype=torch.float64, device=device if device is not None else t.device)
+    # contiguous: a cloud's results (and its remembered terms, keyed by its bytes) do not depend on its layout
+    t = t.to(dtype=torch.float64, device=device if device is not None else t.device).contiguous()
     if t.dim() == 1:
         t = t.unsqueeze(1)
     if t.dim() != 2:
@@ -345,14 +347,15 @@ class _Memo:
 
 
 def _cloud_key(t: torch.Tensor, kind: tuple) -> tuple | None:
-    """What identifies `kind` computed of cloud t: a digest of its bytes, dtype and shape; None
-    (not remembered) for a tensor that is not in host memory."""
-    if t.device.type != "cpu":
+    """What identifies `kind` computed of cloud t: a digest of its bytes, dtype and shape, and torch's
+    thread count (a reduction's last bits depend on it); None (not remembered) for a tensor that is
+    not contiguous in host memory."""
+    if t.device.type != "cpu" or not t.is_contiguous():
         return None
-    arr = np.ascontiguousarray(t.detach().numpy())
+    arr = t.detach().numpy()
     digest = hashlib.blake2b(f"{arr.dtype.str} {arr.shape}".encode(), digest_size=16)
     digest.update(arr.data)
-    return (digest.hexdigest(), *kind)
+    return (digest.hexdigest(), torch.get_num_threads(), *kind)
 
 
 _SELF = _Memo(8192)  # within-cloud means: a float each

@@ -88,6 +88,7 @@ def test_blocking_does_not_change_results(monkeypatch):
     monkeypatch.setattr(metrics, "_SELF_ROWS", 7)  # a within-cloud sum in many triangle blocks
     monkeypatch.setattr(metrics, "_SELF", metrics._Memo(0))  # nothing remembered: all recomputed
     monkeypatch.setattr(metrics, "_SORTED", metrics._Memo(0))
+    monkeypatch.setattr(metrics, "_SORTED_MAX", 0)  # projections in chunks of directions, none held whole
     small = (sliced_w2(a, b), mmd(a, b), energy_distance(a, b))
     assert small == pytest.approx(full, rel=1e-10)
 
