@@ -189,13 +189,16 @@ def fitted_order(errors) -> float:
 
 
 ORDER_STEPS = (32, 64, 128)
+# deis_3m's first two steps (orders 1 and 2, while its history fills) weigh on its error up to ~128
+# steps (MATH §12): its slope is 2.66 → 2.87 over 32–128 steps and 2.87 → 2.96 over 64–256
+LATE_ORDER_STEPS = {"deis_3m": (64, 128, 256)}
 
 
 @pytest.mark.parametrize("solver,order", [("euler", 1), ("ddim", 1), ("heun", 2), ("dpmpp_2m", 2),
                                           ("expint_2m", 2), ("expint_3m", 3), ("deis_2m", 2), ("deis_3m", 3)])
 def test_deterministic_solvers_converge_at_their_order(solver, order):
     """The error's log-log slope against the number of steps is the solver's nominal order (± 0.3)."""
-    errors = [ode_error(solver, n) for n in ORDER_STEPS]
+    errors = [ode_error(solver, n) for n in LATE_ORDER_STEPS.get(solver, ORDER_STEPS)]
     assert abs(fitted_order(errors) - order) < 0.3, (solver, errors, slopes(errors))
 
 
