@@ -22,33 +22,24 @@ import numpy as np
 from numpy.polynomial.legendre import leggauss
 
 from dfc.errors import ConfigError
-from dfc.solvers import Solver
-from dfc.symbolic import time_values
+from dfc.solvers import Solver, grid_sigma
 
 NODES = 64  # Gauss–Legendre nodes per step (the integrand is smooth except log σ at a final σ = 0)
 
 
-def _values(expr, t: np.ndarray) -> np.ndarray:
-    with np.errstate(all="ignore"):
-        return np.asarray(time_values(expr, t), dtype=np.float64) * np.ones_like(t)
+def check_sigma(spec, ts: np.ndarray, name: str) -> np.ndarray:
+    return grid_sigma(spec, ts, name, True, "interpolates the drift in log σ (MATH §12)",
+                      "Use euler or heun, or a spec whose sigma(t) is positive and monotone.")
 
 
-def log_sigma_nodes(spec, ts: np.ndarray, name: str) -> np.ndarray:
-    """log σ at every grid point but the last; a located ConfigError unless σ is positive there and
-    strictly monotone on the grid (the last point may have σ = 0)."""
-    sigma = _values(spec.exprs["sigma"], ts)
-    inner = sigma[:-1]
-    if not (np.all(np.isfinite(sigma)) and np.all(inner > 0) and sigma[-1] >= 0
-            and (np.all(np.diff(sigma) < 0) or np.all(np.diff(sigma) > 0))):
-        raise ConfigError(f"solver {name} interpolates in log σ, and spec {spec.name!r} has a σ that is not "
-                          f"positive and strictly monotone on its grid.", spec.run.spans.get("solver"),
-                          "Use euler or heun, or a spec whose sigma(t) is monotone and positive.")
-    return np.log(inner)
+def clock_rate(spec, t: np.ndarray) -> np.ndarray:
+    """c'(t) of the run's clock at every t."""
+    return np.broadcast_to(np.asarray(spec.clock_rate(t), dtype=np.float64), t.shape)
 
 
 def deis_weights(spec, ts: np.ndarray, order: int) -> list[np.ndarray]:
     """Per step i, the weights w_i0, w_i1, … of F_i, F_{i-1}, … (MATH §12): min(order, i + 1) of them."""
-    v = log_sigma_nodes(spec, ts, f"deis_{order}m")
+    v = np.log(check_sigma(spec, ts, f"deis_{order}m")[:-1])
     x, wq = leggauss(NODES)
     out = []
     for i in range(len(ts) - 1):
@@ -57,13 +48,13 @@ def deis_weights(spec, ts: np.ndarray, order: int) -> list[np.ndarray]:
         a, b = ts[i], ts[i + 1]
         tau = 0.5 * (b - a) * x + 0.5 * (a + b)
         with np.errstate(all="ignore"):
-            v_tau = np.log(_values(spec.exprs["sigma"], tau))
+            v_tau = np.log(spec.on_grid("sigma", tau))
         if not np.all(np.isfinite(v_tau)):
             raise ConfigError(f"solver deis_{order}m interpolates in log σ, and spec {spec.name!r} has a σ that is "
                               f"not positive inside step {i + 1} (t in [{a:.6g}, {b:.6g}]).",
                               spec.run.spans.get("solver"), "Use euler or heun, or a spec whose sigma(t) stays "
                               "positive before the last grid point.")
-        rate = np.asarray(spec.clock_rate(tau), dtype=np.float64) * np.ones_like(tau)
+        rate = clock_rate(spec, tau)
         w = np.empty(k)
         for j in range(k):
             basis = np.ones_like(tau)
@@ -85,21 +76,18 @@ class Deis(Solver):
         self.history = self.order - 1
 
     def check(self, spec) -> None:
-        log_sigma_nodes(spec, spec.grid(), self.name)
+        check_sigma(spec, spec.grid(), self.name)
 
     def stepper(self, terms, grid):
         drift = terms.drift
         weights = deis_weights(terms.spec, grid.ts, self.order)
-        c = _values(terms.spec.clock_expr, grid.ts)
-        to_clock = grid.dt_left / np.diff(c)  # 1 / c'(t_i): F_i = drift_i · to_clock_i
+        to_clock = 1.0 / clock_rate(terms.spec, grid.ts[:-1])  # F_i = drift_i / c'(t_i)
         # the amount by which the drift evaluated at t_i moves x in its own step (MATH §10)
         drift.prepare(grid.ts, np.append(np.array([w[0] for w in weights]) * to_clock, 0.0))
         ts, scale = grid.ts.tolist(), to_clock.tolist()
-        past: list = []  # F_i, F_{i-1}, … of this run
+        past: list = []  # F_i, F_{i-1}, … of this run (a stepper serves one run)
 
         def step(i, x, normals):
-            if i == 0:
-                past.clear()
             past.insert(0, drift(x, ts[i]) * scale[i])
             del past[self.order:]
             for w, f in zip(weights[i].tolist(), past):

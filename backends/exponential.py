@@ -20,7 +20,7 @@ import torch
 from numpy.polynomial.legendre import leggauss
 
 from dfc.errors import ConfigError
-from dfc.solvers import Solver
+from dfc.solvers import Solver, grid_sigma
 from dfc.symbolic import T, lower
 
 NODES = 64  # Gauss–Legendre nodes per step and per inner integral: weights exact to ~1e-13 on the presets,
@@ -152,15 +152,9 @@ class Exponential(Solver):
                               "Use euler or heun, or an f of the form a(t)*x + b(t).")
         if lin.exprs["c"] == 0:
             return  # no score part: D is never used (N alone, held over each step)
-        sig = lin.values("sigma", spec.grid())
-        if np.any(sig[:-1] <= 0):
-            raise ConfigError(f"solver {self.name} needs σ > 0 on the grid before its last point, and spec "
-                              f"{spec.name!r} has σ = 0 at an earlier time (MATH §11).", run.spans.get("solver"),
-                              "Use euler or heun, or a time interval on which sigma(t) > 0.")
-        if self.history and not (np.all(np.diff(sig) < 0) or np.all(np.diff(sig) > 0)):
-            raise ConfigError(f"solver {self.name} interpolates the denoiser in λ = −log σ, and spec {spec.name!r} "
-                              f"has a σ that is not strictly monotone on the grid (MATH §11).",
-                              run.spans.get("solver"), "Use ddim (first order, no interpolation), euler or heun.")
+        grid_sigma(spec, spec.grid(), self.name, bool(self.history),
+                   "weighs the denoiser by 1/σ² and interpolates it in λ = −log σ (MATH §11)",
+                   "Use ddim (first order, no interpolation), euler or heun, or a sigma(t) > 0 that is monotone.")
 
     def stepper(self, terms, grid):
         drift, lin = terms.drift, terms.linear

@@ -218,6 +218,9 @@ def main() -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     if args.from_csv:
+        if not (args.out / "particles.csv").is_file():
+            raise SystemExit(f"--from-csv: {args.out / 'particles.csv'} does not exist; run "
+                             f"`python benchmarks/particles.py` first (it writes that file).")
         df = pd.read_csv(args.out / "particles.csv")
         sizes, seeds = sorted(df["n"].unique()), sorted(df["seed"].unique())
         previous = (args.out / "particles.md").read_text() if (args.out / "particles.md").exists() else ""

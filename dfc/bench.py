@@ -595,14 +595,16 @@ def cached_records(cells: list[Cell], cache: Path) -> tuple[dict[str, dict], lis
     return done, todo
 
 
-def run_cells(cells: list[Cell], cache: Path, jobs: int = 1, progress=None, executor="local") -> list[dict]:
+def run_cells(cells: list[Cell], cache: Path, jobs: int = 1, progress=None, executor="local",
+              announce=None) -> list[dict]:
     """Results of all cells: cached ones read back, missing ones computed and cached one by one.
 
     `executor` (dfc.executors: local, dask, dask://HOST:PORT) runs the missing cells, the long ones
     first; each record is written to the cache atomically as it arrives, so an interrupt loses only
     the cells still running. `progress(done, total, last_label)` is called as cells finish. A cell
     that crashed (an unexpected exception, not a DfcError; or on Dask a lost cell) is reported in
-    its record but not cached."""
+    its record but not cached. `announce(cached, to_compute)` is called once the cache has been read,
+    before any cell runs."""
     from contextlib import closing
 
     from dfc.executors import runner
@@ -610,6 +612,8 @@ def run_cells(cells: list[Cell], cache: Path, jobs: int = 1, progress=None, exec
 
     cache.mkdir(parents=True, exist_ok=True)
     done, todo = cached_records(cells, cache)
+    if announce:
+        announce(len(done), len(todo))
     total = len(done) + len(todo)
     if progress:
         progress(len(done), total, "")

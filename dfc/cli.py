@@ -339,12 +339,14 @@ def bench(
         for message in skipped:  # one line per missing library
             err_console.print(message, highlight=False, markup=False, soft_wrap=True)
         cells = b.suite_cells(chosen, sweeps if spec is not None else None)
-        _, todo = b.cached_records(cells, results / "cache")
-        err_console.print(f"bench {chosen['name']}: {len(set(cells)):,} cells, {len(set(cells)) - len(todo):,} "
-                          f"cached, {len(todo):,} to compute", highlight=False)
-        busy = b.busy_cores(jobs) if todo and where.address is None else None  # cells run on this machine
-        if busy is not None:
-            err_console.print(busy, highlight=False, markup=False, soft_wrap=True)
+
+        def announce(cached: int, todo: int):  # before the first cell runs
+            err_console.print(f"bench {chosen['name']}: {cached + todo:,} cells, {cached:,} cached, {todo:,} to "
+                              f"compute", highlight=False)
+            busy = b.busy_cores(jobs) if todo and where.address is None else None  # cells run on this machine
+            if busy is not None:
+                err_console.print(busy, highlight=False, markup=False, soft_wrap=True)
+
         import signal
 
         def stop(signum, frame):  # SIGTERM as Ctrl-C: queued cells are dropped, finished ones are cached
@@ -357,7 +359,7 @@ def bench(
                           console=err_console) as bar:
                 task = bar.add_task(f"bench {chosen['name']}", total=len(cells), last="")
                 records = b.run_cells(cells, results / "cache", jobs, progress=lambda done, total, last: bar.update(
-                    task, completed=done, total=total, last=last), executor=where)
+                    task, completed=done, total=total, last=last), executor=where, announce=announce)
         finally:
             signal.signal(signal.SIGTERM, previous)
         failure = unfinished(cells, records)

@@ -127,6 +127,22 @@ def check_run(spec) -> Solver:
     return solver
 
 
+def grid_sigma(spec, ts: np.ndarray, solver: str, monotone: bool, why: str, hint: str) -> np.ndarray:
+    """σ at the grid times `ts`, for a solver that divides by σ or interpolates in log σ: a located
+    ConfigError unless σ is finite, > 0 before the last point and ≥ 0 there, and (`monotone`) strictly
+    monotone, so that log σ separates the interpolation points. `why` says what the solver does
+    with σ (it opens the messages), `hint` the fix."""
+    sig = spec.on_grid("sigma", ts)
+    span = spec.run.spans.get("solver")
+    if not (np.all(np.isfinite(sig)) and np.all(sig[:-1] > 0) and sig[-1] >= 0):
+        raise ConfigError(f"solver {solver} {why}, so it needs σ > 0 on the grid before its last point, and spec "
+                          f"{spec.name!r} has σ ≤ 0 (or not finite) at an earlier time.", span, hint)
+    if monotone and not (np.all(np.diff(sig) < 0) or np.all(np.diff(sig) > 0)):
+        raise ConfigError(f"solver {solver} {why}, and spec {spec.name!r} has a σ that is not strictly monotone on "
+                          f"the grid.", span, hint)
+    return sig
+
+
 # ---------------------------------------------------------------------------------------
 # The grid and the terms
 
