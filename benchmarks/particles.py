@@ -216,7 +216,6 @@ def main() -> None:
     args = ap.parse_args()
     from dfc.io import atomic_write_text
 
-    args.out.mkdir(parents=True, exist_ok=True)
     if args.from_csv:
         if not (args.out / "particles.csv").is_file():
             raise SystemExit(f"--from-csv: {args.out / 'particles.csv'} does not exist; run "

@@ -188,7 +188,8 @@ class Cell:
     seed: int
     samples: int
     sets: tuple = ()  # (name, value) pairs: params, or run entries (clock, grid, fields, denoise, ...)
-    source: str = ""  # digest of the spec's files up its extends chain: an edited spec is recomputed
+    source: str = ""  # what the result depends on beyond dfc's code (cell_source): an edited spec, or another
+    # version of a peer's library, is recomputed
 
     @property
     def key(self) -> str:
@@ -218,6 +219,23 @@ def spec_source(name: str) -> str:
     return digest.hexdigest()[:12]
 
 
+def peer_source(name: str) -> str:
+    """The library and installed version a peer runs (`k-diffusion 0.1.1.post1`), or "" when it is not
+    installed: a peer's row is k-diffusion's or diffusers' code, so another version is another cell."""
+    from dfc.peers import PEERS, library_version
+
+    library = PEERS[name].library
+    version = library_version(library)
+    return f"{library} {version}" if version else ""
+
+
+def cell_source(kind: str, name: str) -> str:
+    """Cell.source of a cell: the digest of a spec's files (spec, nll), a peer's library version, or ""."""
+    if kind == "peer":
+        return peer_source(name)
+    return spec_source(name) if kind in ("spec", "nll") else ""
+
+
 def suite_cells(suite: dict, sweeps: list[tuple] | None = None) -> list[Cell]:
     """Every cell of a suite; `sweeps` (parse_sweeps) replaces each spec by its family."""
     cells = []
@@ -226,11 +244,12 @@ def suite_cells(suite: dict, sweeps: list[tuple] | None = None) -> list[Cell]:
     runs = [(s, sets) for s in suite["specs"] for sets in set_grid]
     runs += [(s, sets) for s, variants in suite.get("variants", {}).items() for sets in variants]
     source = {s: spec_source(s) for s, _ in runs}
+    library = {p: peer_source(p) for p in suite["peers"]}
     for target, seed in itertools.product(suite["targets"], suite["seeds"]):
         cells.append(Cell("floor", "", target, 0, seed, n))
         for nfe in suite["nfe"]:
             cells += [Cell("spec", s, target, nfe, seed, n, sets, source[s]) for s, sets in runs]
-            cells += [Cell("peer", p, target, nfe, seed, n) for p in suite["peers"]]
+            cells += [Cell("peer", p, target, nfe, seed, n, (), library[p]) for p in suite["peers"]]
     for target in suite["nll_targets"]:
         cells += [Cell("nll", s, target, 0, 0, int(suite["nll_points"]), sets, source[s]) for s in suite["specs"]
                   for sets in set_grid]
@@ -399,7 +418,8 @@ def run_cell(cell: Cell) -> dict:
 def identity(cell: Cell) -> dict:
     """The columns of a record that say which cell it is."""
     return {"kind": cell.kind, "name": cell.name, "label": cell.label, "target": cell.target,
-            "nfe_budget": cell.nfe, "seed": cell.seed, "samples": cell.samples, "sets": dict(cell.sets)}
+            "nfe_budget": cell.nfe, "seed": cell.seed, "samples": cell.samples, "sets": dict(cell.sets),
+            **({"library": cell.source} if cell.kind == "peer" else {})}
 
 
 def _run_floor(cell: Cell, target, ref, scales) -> dict:
@@ -1115,6 +1135,14 @@ def _extras(folder: Path, reports) -> list[str]:
     return parts
 
 
+def _peer_libraries(runs: pd.DataFrame) -> str:
+    """" Peers ran on k-diffusion 0.1.1.post1 and diffusers 0.42.1." from the peer rows' `library`."""
+    if "library" not in runs:
+        return ""
+    found = sorted(str(v) for v in runs.loc[runs["kind"] == "peer", "library"].dropna().unique() if v)
+    return f" Peers ran on {' and '.join(found)}." if found else ""
+
+
 def report(folder: Path, out: Path, notes: Path | None = None) -> Path:
     """benchmarks/RESULTS.md from the latest results in `folder`: the answer (tables generated
     from the numbers, then the hand-written reading in `notes` if present), every table, and
@@ -1136,7 +1164,7 @@ def report(folder: Path, out: Path, notes: Path | None = None) -> Path:
              f"between independent target draws and that reference (mean of {FLOOR_DRAWS} draws per seed). NFE counts "
              f"score-field (denoiser) evaluations; a score-based spec, like the peers, spends its last one on the "
              f"step to σ = 0. Wall times are seconds on one CPU core ({int(runs['samples'].max()):,} particles). "
-             f"Table cells are the mean ± the standard deviation over seeds.", ""]
+             f"Table cells are the mean ± the standard deviation over seeds.{_peer_libraries(runs)}", ""]
     notes = notes if notes is not None else folder / "notes.md"
     if notes.exists():
         parts += ["## The answer", "", notes.read_text().strip(), ""]

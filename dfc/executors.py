@@ -10,10 +10,11 @@ Every executor does one thing: given cells, yield `(cell, record)` in the order 
 The client (dfc.bench.run_cells) writes each record to the cache as it arrives, so what is lost
 to an interrupt, a killed worker or a killed client is at most the cells still running.
 
-A cell is a pure function of its key (dfc.bench.Cell.key: the spec's digest, target, NFE, seed,
-N, run settings, and the harness and dfc versions). On Dask a worker first checks that it runs
-the client's code (`code_version`: a digest of dfc's source and the torch version) and reads the
-same spec files (their digest, Cell.source); a mismatch is that cell's error, not a silently
+A cell is a pure function of its key (dfc.bench.Cell.key: the spec's digest or the peer library's
+version, target, NFE, seed, N, run settings, and the harness and dfc versions). On Dask a worker
+first checks that it runs the client's code (`code_version`: a digest of dfc's source and the torch
+version), reads the same spec files (their digest) and has the same peer library (its version;
+both Cell.source); a mismatch is that cell's error, not a silently
 different row. Dask reschedules the cells of a worker that died; a cell that cannot finish (it
 killed `distributed.scheduler.allowed-failures` workers, or failed on the worker) comes back as
 a record with `error` and `crashed`, which run_cells does not cache.
@@ -192,7 +193,8 @@ class WorkerMismatch(RuntimeError):
 
 def run_remote(cell, version: str) -> dict:
     """On a Dask worker: the cell's record, after checking that this worker runs the client's code
-    (`version`) and reads the cell's spec files as the client did (Cell.source)."""
+    (`version`) reads the cell's spec files as the client did, and runs a peer's library at the client's version
+    (Cell.source)."""
     import socket
 
     from dfc import bench
@@ -205,9 +207,13 @@ def run_remote(cell, version: str) -> dict:
                              f"same dfc (and torch) on every worker")
     if cell.source:
         try:
-            source = bench.spec_source(cell.name)
+            source = bench.cell_source(cell.kind, cell.name)
         except DfcError as exc:
             source = f"unreadable ({exc.message})"
+        if source != cell.source and cell.kind == "peer":
+            raise WorkerMismatch(f"the worker on {here} has {source or 'no ' + cell.source.split()[0]} for peer "
+                                 f"{cell.name!r}, the client {cell.source}: install the same peer libraries on every "
+                                 f"worker")
         if source != cell.source:
             raise WorkerMismatch(f"the worker on {here} reads spec {cell.name!r} as {source}, the client as "
                                  f"{cell.source}: give workers the same spec files (presets need nothing)")

@@ -61,6 +61,16 @@ def library_available(library: str) -> bool:
     return peers_diffusers.diffusers_module() is not None
 
 
+def library_version(library: str) -> str:
+    """The installed version of `library` (its distribution's metadata), or "" when it has none."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(library)
+    except PackageNotFoundError:
+        return ""
+
+
 def missing_libraries(names) -> dict[str, list[str]]:
     """{library: [its peers among `names`]} for each library of `names` that is not installed."""
     out: dict[str, list[str]] = {}

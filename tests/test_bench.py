@@ -61,6 +61,24 @@ def test_an_edited_spec_is_recomputed(tmp_path):
     assert again[1]["sliced_w2"] != first[1]["sliced_w2"] and again[1]["label"] == "mine"
 
 
+@needs_kdiffusion
+def test_another_version_of_a_peer_library_is_recomputed(tmp_path, monkeypatch):
+    import dfc.peers
+
+    suite = {**TINY, "specs": [], "peers": ["euler"], "nfe": [4], "samples": 50, "nll_targets": []}
+    (floor, peer), installed = b.suite_cells(suite), dfc.peers.library_version("k-diffusion")
+    assert installed and peer.source == f"k-diffusion {installed}"
+    first = b.run_cells([floor, peer], tmp_path / "cache")
+    assert first[1]["library"] == peer.source
+    monkeypatch.setattr(dfc.peers, "library_version", lambda library: "0.0.1")  # an upgrade, as the cache sees it
+    again = b.suite_cells(suite)
+    assert again[0].key == floor.key and again[1].key != peer.key and again[1].source == "k-diffusion 0.0.1"
+    _, todo = b.cached_records(again, tmp_path / "cache")
+    assert todo == [again[1]]  # the peer's row is computed again, the floor is not
+    monkeypatch.setattr(dfc.peers, "library_version", lambda library: "")
+    assert b.suite_cells(suite)[1].source == ""
+
+
 def test_a_crashed_cell_is_reported_and_not_cached(tmp_path, monkeypatch):
     def boom(cell, target, ref, scales):
         raise RuntimeError("out of luck")

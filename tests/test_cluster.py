@@ -138,6 +138,12 @@ def test_a_spec_file_the_worker_reads_otherwise_is_refused(tmp_path):
         ex.run_remote(cell, ex.code_version())
 
 
+def test_a_peer_library_of_another_version_on_the_worker_is_refused():
+    cell = b.Cell("peer", "euler", "ring8", 4, 0, 50, (), "k-diffusion 0.0.1")  # the client's version
+    with pytest.raises(ex.WorkerMismatch, match="the client k-diffusion 0.0.1: install the same peer libraries"):
+        ex.run_remote(cell, ex.code_version())
+
+
 def test_executor_errors_are_one_paragraph_exit_2(tmp_path, monkeypatch):
     suite = tmp_path / "mini.yaml"
     suite.write_text(yaml.safe_dump(MINI))

@@ -54,6 +54,18 @@ def test_one_check_names_the_option_and_the_fix(spec, run, message, fix):
     assert message in exc.value.message and fix in (exc.value.hint or ""), (exc.value.message, exc.value.hint)
 
 
+@pytest.mark.parametrize("solver", ["deis_2m", "dpmpp_2m", "expint_3m"])
+def test_a_sigma_that_reaches_zero_before_the_end_is_refused(tmp_path, solver):
+    """σ(0.5) = 0 at an inner grid point: log σ and 1/σ² do not exist there (MATH §11, §12)."""
+    (tmp_path / "zs.dfs").write_text('spec zs extends ve_ode "sigma is 0 at an inner grid point"\n'
+                                     '  sigma(t) = 40*(0.5 - t)^2\n  lambda2(t) = 1\n  g2(t) = 1\n'
+                                     '  run clock = t, steps = 4\nend\n')
+    with pytest.raises(ConfigError, match=r"needs σ > 0 on the grid before its last point") as exc:
+        compile_spec(load_spec(tmp_path / "zs.dfs"), None, {"solver": solver})
+    assert "euler or heun" in exc.value.hint
+    compile_spec(load_spec(tmp_path / "zs.dfs"), None, {"solver": "euler"})  # Euler never divides by σ
+
+
 def test_nonlinear_f_is_refused_at_its_line(tmp_path):
     (tmp_path / "nl.dfs").write_text('spec nl extends ve_ode "nonlinear weight decay"\n'
                                      '  f(x, t) = -tanh(x)\nend\n')
