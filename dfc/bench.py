@@ -256,6 +256,54 @@ def suite_cells(suite: dict, sweeps: list[tuple] | None = None) -> list[Cell]:
     return cells
 
 
+def join_suite(suite: dict, spec: str, sweeps: list[tuple]) -> tuple[dict, list[str]]:
+    """`suite` with `spec` (each member of its family `sweeps`) run beside its rows, on its targets, NFE
+    budgets, seeds and N, as a variant of the suite (`dfc bench SPEC --all`): the suite's own cells are
+    the cached ones. Returns the joined suite, named `<spec>-vs-<suite>`, and the family's row labels.
+    A spec file named like one of the suite's specs but another file is refused: its rows would merge."""
+    from dfc.spec import load_spec
+
+    stem, mine = Path(spec).stem, Path(load_spec(spec).chain[0]).resolve()
+    for other in suite["specs"]:
+        if Path(other).stem != stem:
+            continue
+        if Path(load_spec(other).chain[0]).resolve() != mine:
+            raise ConfigError(f"spec {spec!r} has the name of the suite's spec {other!r}, and is another file: their "
+                              f"rows would be one row.", None, f"Give your file another name than {stem}.dfs.")
+        spec = other  # the suite's own spec, by another path: its cached cells
+    check_sweeps(spec, sweeps)
+    variants = dict(suite.get("variants") or {})
+    variants[spec] = list(dict.fromkeys([*variants.get(spec, []), *sweeps]))
+    labels = [Cell("spec", spec, "", 0, 0, 0, sets).label for sets in sweeps]
+    return {**suite, "name": f"{stem}-vs-{suite['name']}", "variants": variants}, labels
+
+
+def standing(summ: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
+    """Where each row of `labels` (a spec and its family, `dfc bench SPEC --all`) stands among the other
+    spec and peer rows, per target and NFE budget: its metric (mean ± sd over seeds), its rank among
+    them and itself (1: the best), the best of them and the best peer with the calls against both
+    beyond noise (noise_level: `better`, `tie` or `worse`)."""
+    say = {"spec": "better", "peer": "worse", "tie": "tie", "both diverge": "both diverge"}
+    rows = []
+    for (target, nfe), s in summ[summ["kind"] != "floor"].groupby(["target", "nfe_budget"]):
+        family = (s["kind"] == "spec") & s["label"].isin(labels)
+        others, delta = s[~family], noise_level(summ, target)
+        values = others[METRIC].replace(np.nan, np.inf)
+        for _, me in s[family].sort_values("label").iterrows():
+            value = me[METRIC] if math.isfinite(me[METRIC]) else math.inf
+            row = {"target": target, "NFE": int(nfe), "floor": floor_of(summ, target), "row": me["label"],
+                   METRIC: _pm(me[METRIC], me.get(f"{METRIC}_sd", math.nan)),
+                   "rank": f"{1 + int((values < value).sum())} of {len(others) + 1}"}
+            for pool, name, call in ((others, "best other row", "vs it"),
+                                     (others[others["kind"] == "peer"], "best peer", "vs peer")):
+                best = _best(pool)
+                if best is not None:
+                    row[name] = f"{display_label(best['label'], best['kind'])} {fmt(best[METRIC])}"
+                    row[call] = say[_call(value, best[METRIC], delta)]
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def parse_sweeps(items: list[str], fixed: dict[str, str] | None = None) -> list[tuple]:
     """`kappa=0,0.5,1` `eta=0,1` -> every combination as ((kappa, 0), (eta, 0)), ...
 
@@ -882,11 +930,11 @@ def _row_lines(rows: pd.DataFrame, metric: str) -> list[tuple[str, pd.DataFrame]
     return sorted(lines, key=score)
 
 
-def plots(summ: pd.DataFrame, folder: Path, metric: str = METRIC) -> list[Path]:
+def plots(summ: pd.DataFrame, folder: Path, metric: str = METRIC, own: tuple = ()) -> list[Path]:
     """`<target>_nfe.png` and `<target>_wall.png`: the metric against the NFE budget (plain ticks at
-    the budgets) and against wall time. The best HIGHLIGHT rows in colour with their spread over seeds
-    as error bars, the rest in grey; rows that coincide at every budget drawn once and named together;
-    peers dashed; the floor as a line with a band of ± its spread."""
+    the budgets) and against wall time. The best HIGHLIGHT rows, and the rows labelled in `own`, in
+    colour with their spread over seeds as error bars, the rest in grey; rows that coincide at every
+    budget drawn once and named together; peers dashed; the floor as a line with a band of ± its spread."""
     import matplotlib
     from matplotlib.figure import Figure
 
@@ -913,17 +961,20 @@ def plots(summ: pd.DataFrame, folder: Path, metric: str = METRIC) -> list[Path]:
                 if floor_sd > 0:
                     ax.axhspan(floor - floor_sd, floor + floor_sd, color="0.88", zorder=0)
                 ax.axhline(floor, color="black", ls=":", lw=1.2, label="floor (± its spread)", zorder=1)
+            grey = coloured = 0
             for i, (label, g) in enumerate(lines):
                 g = g.sort_values(x)
                 ys = g[metric].replace([np.inf, -np.inf], np.nan)
                 dashed = (g["kind"] == "peer").all() and "=" not in label
-                if i < HIGHLIGHT:
+                if i < HIGHLIGHT or set(label.split(" = ")) & set(own):
                     err = g[sd_col] if sd_col in g else None
-                    ax.errorbar(g[x], ys, yerr=err, color=palette(i), ls="--" if dashed else "-", marker="o", ms=4,
-                                lw=2, capsize=3, label=label, zorder=3)
+                    ax.errorbar(g[x], ys, yerr=err, color=palette(coloured % 10), ls="--" if dashed else "-",
+                                marker="o", ms=4, lw=2, capsize=3, label=label, zorder=3)
+                    coloured += 1
                 else:
                     ax.plot(g[x], ys, color="0.6", ls="--" if dashed else "-", lw=0.8, alpha=0.7,
-                            label="other rows" if i == HIGHLIGHT else None, zorder=2)
+                            label="other rows" if not grey else None, zorder=2)
+                    grey += 1
             ax.set_xscale("log")
             ax.set_yscale("log")
             if x == "nfe_budget":
@@ -935,7 +986,7 @@ def plots(summ: pd.DataFrame, folder: Path, metric: str = METRIC) -> list[Path]:
             ax.set_xlabel(xlabel)
             ax.set_ylabel(f"{METRICS[metric][0]} ({'lower' if METRICS[metric][1] else 'higher'} is better)")
             ax.set_title(f"{target}: {METRICS[metric][0]} against {xlabel.split(' (')[0]}, mean ± sd over seeds; "
-                         f"the best {HIGHLIGHT} rows at 4-16 NFE in colour")
+                         f"the best {HIGHLIGHT} rows at 4-16 NFE{' and ' + ', '.join(own) if own else ''} in colour")
             ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
             path = folder / f"{target}_{name}.png"
             atomic_save_figure(path, fig)
@@ -965,8 +1016,9 @@ def tables_markdown(summ: pd.DataFrame) -> str:
     return "\n".join(md)
 
 
-def write_results(df: pd.DataFrame, folder: Path) -> dict[str, Path]:
-    """results.csv (one line per cell), summary.csv (mean over seeds), tables.md, plots."""
+def write_results(df: pd.DataFrame, folder: Path, own: tuple = ()) -> dict[str, Path]:
+    """results.csv (one line per cell), summary.csv (mean over seeds), tables.md, plots (`own` rows in
+    colour), and for `dfc bench SPEC --all` (`own`: the spec's rows) standing.md."""
     from dfc.io import atomic_write_text
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -975,9 +1027,19 @@ def write_results(df: pd.DataFrame, folder: Path) -> dict[str, Path]:
     atomic_write_text(paths["csv"], df.to_csv(index=False))
     atomic_write_text(paths["summary"], summ.to_csv(index=False))
     atomic_write_text(paths["markdown"], tables_markdown(summ))
-    for p in plots(summ, folder):
+    if own:
+        paths["standing"] = folder / "standing.md"
+        atomic_write_text(paths["standing"], f"# {', '.join(own)} against the suite's rows\n\n"
+                                             f"{STANDING_NOTE}\n\n{markdown(standing(summ, list(own)), index=False)}\n")
+    for p in plots(summ, folder, own=own):
         paths[p.stem] = p
     return paths
+
+
+STANDING_NOTE = (f"Per target and NFE budget: the row's {METRICS[METRIC][0]} (mean ± sd over seeds), its rank among "
+                 f"every spec and peer row of the suite (1: the best), the best of those and the best peer, and the "
+                 f"calls against both beyond noise (`better`, `tie`, `worse`; δ = 2 · the floor's spread / "
+                 f"sqrt(seeds), as in RESULTS.md).")
 
 
 # ---------------------------------------------------------------------------------------

@@ -272,9 +272,13 @@ def nll(
     _guard(body)
 
 
+SPEC_NFE, SPEC_SEEDS, SPEC_SAMPLES = "4,8,16,32", "0", 2000  # `dfc bench SPEC` alone: a first look
+
+
 @app.command()
 def bench(
-    spec: Optional[str] = typer.Argument(None, help="A spec to benchmark (with --sweep for a family of them)."),
+    spec: Optional[str] = typer.Argument(None, help="A spec to benchmark (with --sweep for a family of them; with "
+                                                    "--all, --quick or --suite, where it stands in that suite)."),
     all_: bool = typer.Option(False, "--all", help="The default suite: every preset and peer on five targets."),
     quick: bool = typer.Option(False, "--quick", help="The quick suite (a first look, under two minutes)."),
     suite: Optional[str] = typer.Option(None, help="A suite name in benchmarks/suites/ or a YAML path."),
@@ -283,9 +287,9 @@ def bench(
     set_: Optional[List[str]] = typer.Option(None, "--set", help="NAME=VALUE for every cell of SPEC (a param or a "
                                                                 "run entry; repeatable)."),
     target: Optional[List[str]] = typer.Option(None, help="Targets for SPEC (repeatable; default its run target)."),
-    nfe: str = typer.Option("4,8,16,32", help="NFE budgets for SPEC, comma separated."),
-    seeds: str = typer.Option("0", help="Seeds for SPEC, comma separated."),
-    samples: int = typer.Option(2000, help="Samples per cell for SPEC."),
+    nfe: str = typer.Option(SPEC_NFE, help="NFE budgets for SPEC, comma separated."),
+    seeds: str = typer.Option(SPEC_SEEDS, help="Seeds for SPEC, comma separated."),
+    samples: int = typer.Option(SPEC_SAMPLES, help="Samples per cell for SPEC."),
     peers: bool = typer.Option(True, "--peers/--no-peers", help="Add the peers (k-diffusion's samplers, diffusers' "
                                                               "schedulers) to a SPEC benchmark."),
     jobs: int = typer.Option(1, help="Cells run in this many parallel processes (with --executor dask: workers)."),
@@ -308,8 +312,10 @@ def bench(
         if report_only:
             out_console.print(f"wrote {b.report(results / 'default', results_md)}", highlight=False)
             return
-        if sum(bool(v) for v in (spec, all_, quick, suite)) != 1:
-            raise ConfigError("dfc bench takes one of: SPEC, --all, --quick, --suite NAME (or --report).")
+        suites = [flag for flag, given in (("--all", all_), ("--quick", quick), ("--suite", suite)) if given]
+        if len(suites) > 1 or (spec is None and not suites):
+            raise ConfigError("dfc bench takes SPEC, one suite (--all, --quick, --suite NAME), or SPEC with one suite "
+                              "(where SPEC stands in it), or --report.")
         if (sweep or set_) and spec is None:
             raise ConfigError("--sweep and --set apply to a SPEC benchmark.", None,
                               "Write e.g. dfc bench diffusion_gan --sweep kappa=0,0.5,1.")
@@ -319,7 +325,19 @@ def bench(
 
         where = parse(executor)
         sweeps = b.parse_sweeps(sweep or [], _pairs(set_, "--set"))
-        if spec is not None:
+        own: list[str] = []  # SPEC's rows, when it joins a suite
+        if suites:
+            chosen = b.load_suite("default" if all_ else "quick" if quick else suite)
+            if spec is not None:
+                mine = [flag for flag, given in (("--target", bool(target)), ("--nfe", nfe != SPEC_NFE),
+                                                 ("--seeds", seeds != SPEC_SEEDS), ("--samples", samples != SPEC_SAMPLES),
+                                                 ("--no-peers", not peers)) if given]
+                if mine:
+                    raise ConfigError(f"{', '.join(mine)} set(s) a benchmark of SPEC alone; with {suites[0]} SPEC runs "
+                                      f"on the suite's targets, NFE budgets, seeds and samples, beside its rows.", None,
+                                      f"Drop {', '.join(mine)}, or run `dfc bench {spec}` without {suites[0]}.")
+                chosen, own = b.join_suite(chosen, spec, sweeps)
+        else:
             from dfc.sample import build
 
             b.check_sweeps(spec, sweeps)
@@ -333,12 +351,10 @@ def bench(
                                     "targets": target or [build(spec).run.target], "nfe": budgets,
                                     "seeds": seed_list, "samples": samples, "peers": list(PEERS) if peers else [],
                                     "nll_targets": [], "nll_points": 0}, "dfc bench")
-        else:
-            chosen = b.load_suite("default" if all_ else "quick" if quick else suite)
         chosen, skipped = b.without_missing_peers(chosen)
         for message in skipped:  # one line per missing library
             err_console.print(message, highlight=False, markup=False, soft_wrap=True)
-        cells = b.suite_cells(chosen, sweeps if spec is not None else None)
+        cells = b.suite_cells(chosen, sweeps if spec is not None and not suites else None)
 
         def announce(cached: int, todo: int):  # before the first cell runs
             err_console.print(f"bench {chosen['name']}: {cached + todo:,} cells, {cached:,} cached, {todo:,} to "
@@ -367,9 +383,17 @@ def bench(
             raise failure  # nothing to tabulate
         df = b.frame(records)
         folder = results / chosen["name"]
-        b.write_results(df, folder)
+        b.write_results(df, folder, tuple(own))
         summ = b.summary(df)
-        for t in summ["target"].unique():
+        if own:  # where SPEC stands: the suite's own tables are in RESULTS.md and its folder
+            rows_of = "its" if len(own) == 1 else "their"
+            for t, rows in b.standing(summ, own).groupby("target", sort=False):
+                shown = rows.drop(columns=["target", "floor"] + (["row"] if len(own) == 1 else []))
+                out_console.print(b.rich_table(shown, f"{t} (floor {b.fmt(rows['floor'].iloc[0])}): {', '.join(own)} "
+                                               f"against the {chosen['name'].split('-vs-')[-1]} suite's rows, "
+                                               f"{rows_of} rank among them", index=False))
+            out_console.print(f"{b.STANDING_NOTE} Every table: {folder / 'tables.md'}", highlight=False)
+        for t in ([] if own else summ["target"].unique()):
             out_console.print(b.rich_table(b.wide(summ, t), f"{t}: {b.METRICS[b.METRIC][0]} by NFE, mean over "
                                                             f"{len(chosen['seeds'])} seed(s) (floor first)"))
             if spec is not None and len(sweeps) > 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -14,6 +15,7 @@ import dfc.bench as b
 from dfc.cli import app
 from dfc.errors import ConfigError
 from dfc.peers import PEERS, kdiffusion_sampling, steps_for
+from dfc.spec import preset_dir
 from dfc.targets import make_target
 
 TINY = {"name": "tiny", "specs": ["ve_ode", "diffusion_gan"], "peers": [], "targets": ["ring8"], "nfe": [4, 8],
@@ -126,6 +128,71 @@ def test_quick_suite_end_to_end_through_the_cli(tmp_path, monkeypatch):
     assert f"bench mini: {n} cells, 0 cached, {n} to compute" in r.output  # said before it starts
     again = CliRunner().invoke(app, ["bench", "--suite", str(suite), "--jobs", "1"])
     assert again.exit_code == 0 and f"bench mini: {n} cells, {n} cached, 0 to compute" in again.output
+
+
+def test_a_spec_joins_a_suite_and_is_ranked_among_its_rows(tmp_path, monkeypatch):
+    """`dfc bench SPEC --suite S`: SPEC runs on S's targets, budgets, seeds and N beside S's rows, which
+    come from the cache when S has run; standing.md and the console say where SPEC stands."""
+    suite = tmp_path / "mini.yaml"
+    suite.write_text(yaml.safe_dump({**TINY, "name": "mini", "specs": ["ve_ode", "ve_sde"], "nfe": [4, 8],
+                                     "samples": 200, "nll_targets": [], "peers": []}))
+    spec = tmp_path / "half.dfs"
+    spec.write_text('spec half extends diffusion_gan "half the GAN weight"\n  param kappa = 0.5\nend\n')
+    monkeypatch.setattr(b, "RESULTS", tmp_path / "results")
+    runner = CliRunner()
+    assert runner.invoke(app, ["bench", "--suite", str(suite)]).exit_code == 0  # the suite alone: 5 cells
+    r = runner.invoke(app, ["bench", str(spec), "--suite", str(suite), "--sweep", "kappa=0.5,1"])
+    assert r.exit_code == 0, r.output
+    assert "bench half-vs-mini: 9 cells, 5 cached, 4 to compute" in r.output  # the suite's rows from the cache
+    folder = tmp_path / "results" / "half-vs-mini"
+    summ = b.summary(b.frame(pd.read_csv(folder / "results.csv").to_dict("records")))
+    table = pd.read_csv(folder / "summary.csv")
+    assert set(table["label"]) == {"floor", "ve_ode", "ve_sde", "half kappa=0.5", "half kappa=1"}
+    rows = b.standing(summ, ["half kappa=0.5", "half kappa=1"])
+    assert len(rows) == 4 and set(rows["row"]) == {"half kappa=0.5", "half kappa=1"}
+    for _, row in rows.iterrows():  # ranked among ve_ode and ve_sde (not its sibling): k of 3
+        cell = summ[(summ["nfe_budget"] == row["NFE"]) & (summ["kind"] == "spec")].set_index("label")[b.METRIC]
+        better = int((cell[["ve_ode", "ve_sde"]] < cell[row["row"]]).sum())
+        assert row["rank"] == f"{better + 1} of 3"
+        assert row["best other row"].split()[0] == cell[["ve_ode", "ve_sde"]].idxmin()
+    text = (folder / "standing.md").read_text()
+    assert "half kappa=0.5" in text and "rank" in text and "| ring8" in text
+    assert "kappa=0.5" in r.output and "rank" in r.output  # printed too
+
+
+def test_standing_ranks_and_calls_beyond_noise():
+    rows = [("floor", "floor", 0.10, 0.02), ("spec", "mine", 0.30, 0.01), ("spec", "a", 0.20, 0.0),
+            ("spec", "b", 0.31, 0.0), ("peer", "dpmpp_2m", 0.50, 0.0), ("spec", "bad", math.inf, math.nan)]
+    summ = pd.DataFrame([{"target": "ring8", "kind": k, "label": lab, "nfe_budget": 8, b.METRIC: v,
+                          f"{b.METRIC}_sd": sd, "floor_sd": 0.02 if k == "floor" else math.nan, "seeds": 4,
+                          "wall_s": 1.0} for k, lab, v, sd in rows])
+    (row,) = b.standing(summ, ["mine"]).to_dict("records")
+    # δ = 2 · 0.02 / sqrt(4) = 0.02: 0.30 against 0.20 is worse, against the peer's 0.50 better
+    assert row["rank"] == "2 of 5" and row["best other row"] == "a 0.200" and row["vs it"] == "worse"
+    assert row["best peer"] == "dpmpp_2m (k-diffusion) 0.500" and row["vs peer"] == "better"
+    assert row[b.METRIC] == "0.300 ± 0.010" and row["floor"] == 0.10
+    summ.loc[summ["label"] == "a", b.METRIC] = 0.29  # within δ of 0.30: a tie, and still ranked above
+    (row,) = b.standing(summ, ["mine"]).to_dict("records")
+    assert row["rank"] == "2 of 5" and row["vs it"] == "tie"
+    (row,) = b.standing(summ, ["bad"]).to_dict("records")  # a diverged row is ranked last and loses
+    assert row["rank"] == "5 of 5" and row["vs it"] == "worse" and row[b.METRIC] == math.inf
+
+
+def test_a_spec_with_a_suite_refuses_its_own_settings_and_a_name_clash(tmp_path, monkeypatch):
+    monkeypatch.setattr(b, "RESULTS", tmp_path / "results")
+    spec = tmp_path / "half.dfs"
+    spec.write_text('spec half extends diffusion_gan "half the GAN weight"\n  param kappa = 0.5\nend\n')
+    r = CliRunner().invoke(app, ["bench", str(spec), "--quick", "--samples", "300", "--nfe", "4"])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert "--nfe, --samples set(s) a benchmark of SPEC alone" in r.output and "without --quick" in r.output
+    clash = tmp_path / "ve_ode.dfs"
+    clash.write_text(spec.read_text())
+    r = CliRunner().invoke(app, ["bench", str(clash), "--quick"])
+    assert r.exit_code == 2 and "has the name of the suite's spec 've_ode', and is another file" in r.output
+    r = CliRunner().invoke(app, ["bench", "--all", "--quick"])
+    assert r.exit_code == 2 and "one suite" in r.output
+    joined, own = b.join_suite(b.load_suite("quick"), str(preset_dir() / "ve_ode.dfs"), [()])
+    assert own == ["ve_ode"] and joined["variants"]["ve_ode"] == [()]  # the suite's own spec: its cached cells
 
 
 def test_a_busy_machine_is_named_before_timings_are_taken():
