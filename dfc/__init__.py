@@ -35,3 +35,7 @@ def __getattr__(name: str):
     if name in _MODULES:
         return importlib.import_module(f"dfc.{name}")
     raise AttributeError(f"module 'dfc' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:  # the lazy names too, for dir(dfc), help(dfc) and completion
+    return sorted(set(globals()) | set(__all__))

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from dfc.compiler import CompiledSpec, compile_spec
-from dfc.errors import ConfigError, SpecNameError
+from dfc.errors import ConfigError, DfcError, SpecNameError
 from dfc.runconfig import KEYS
 from dfc.spec import SpecIR, did_you_mean, find_spec, load_spec, load_spec_text, preset_dir
 
@@ -124,13 +124,26 @@ class Sampler:
             s = np.append(s, 0.0)
         return torch.tensor(s, dtype=torch.float32)
 
+    def _counts(self, n, seed, where: str) -> tuple[int, int]:
+        """n and seed as the run entries `samples` and `seed` are checked (the run's own when None)."""
+        from dfc.runconfig import run_config
+
+        given = {k: v for k, v in (("samples", n), ("seed", seed)) if v is not None}
+        try:
+            cfg = run_config((), given)
+        except DfcError as exc:  # a ConfigError, or a LimitError beyond MAX_SAMPLES
+            message = exc.message.replace("run entry `samples`: ", "").replace("`samples`", "n")
+            raise type(exc)(f"{where}(): {message}", None, exc.hint) from None
+        return (cfg.samples if n is not None else self.spec.run.samples,
+                cfg.seed if seed is not None else self.spec.run.seed)
+
     def prior(self, n: int | None = None, seed: int | None = None, target=None) -> torch.Tensor:
         """n draws of p_0 (the spec's prior), from `seed` (default the run's)."""
         from dfc.sample import generator_for, sample_prior
 
+        n, seed = self._counts(n, seed, "prior")
         t = self._target(target)
-        seed = self.spec.run.seed if seed is None else seed
-        return sample_prior(self.spec, t, n or self.spec.run.samples, generator_for(str(t.device), seed))
+        return sample_prior(self.spec, t, n, generator_for(str(t.device), seed))
 
     # ---- fields
     def fields(self, model=None, target=None):
@@ -163,6 +176,7 @@ class Sampler:
         and device. The cost has `wall_s`, `nfe`, `steps` and `estimator_s`."""
         from dfc.sample import simulate
 
+        n, seed = self._counts(n, seed, "sample")
         fields, t = self.fields(model, target)
         return simulate(self.spec, t, n, fields=fields, seed=seed)
 

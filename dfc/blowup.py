@@ -37,11 +37,18 @@ def check_blowup(drift, x: torch.Tensor, step: int, t: float, dt: float) -> None
         return
     before = _accepted.pop(drift, None) if step > 0 else None
     what = "non-finite" if not math.isfinite(largest) else f"as large as {largest:.3g}"
+    term, nan = _dominant(drift, x if before is None else before, t, dt)
+    if nan:  # not a step too large: a field gave NaN or inf at particles that were fine
+        cause, hint = (f"{term} was not finite at the particles the step started from",
+                       "Check the field behind that term (a model or checkpoint that returns NaN or inf, an "
+                       "estimator option); more steps will not help.")
+    else:
+        cause, hint = (f"the largest term of the step there was {term}",
+                       "Use more --steps, a Karras grid or another clock, or a smaller GAN weight (e.g. kappa) or "
+                       "step size.")
     raise NumericalError(
         f"spec {drift.spec.name!r}: the particles blew up at step {step} (t = {t:.6g}): coordinates became "
-        f"{what}, beyond {BLOWUP_FACTOR:g} × the problem's scale ({bound:.3g}); the largest term of the step "
-        f"there was {_dominant(drift, x if before is None else before, t, dt)}.", None,
-        "Use more --steps, a Karras grid or another clock, or a smaller GAN weight (e.g. kappa) or step size.")
+        f"{what}, beyond {BLOWUP_FACTOR:g} × the problem's scale ({bound:.3g}); {cause}.", None, hint)
 
 
 def problem_scale(drift, t: float) -> float:
@@ -77,23 +84,28 @@ def _target_extent(target) -> float:
                             torch.as_tensor(hi, dtype=torch.float64).abs().reshape(-1)]).max())
 
 
-def _dominant(drift, x: torch.Tensor, t: float, dt: float) -> str:
-    """'the GAN term (1.2e+09 per coordinate)', say: the largest of the step's terms (drift term × dt,
-    noise ν √dt) at the particles `x` the step started from."""
+def _dominant(drift, x: torch.Tensor, t: float, dt: float) -> tuple[str, bool]:
+    """('the GAN term (1.2e+09 per coordinate)', False), say: the largest of the step's terms (drift term × dt,
+    noise ν √dt) at the particles `x` the step started from; (that term, True) when one is not finite there
+    (where the particles were finite, a field returned NaN or inf)."""
     spec, c = drift.spec, drift.coeffs(t)
-    sizes = {"the noise": c.noise * math.sqrt(abs(dt))}
+    terms = {"the noise": torch.tensor(c.noise * math.sqrt(abs(dt)))}
     try:
         s_q, gan, logit = drift.fields(x, t)
-        sizes["the score term"] = _size(s_q * (c.w_score * dt))
+        terms["the score term"] = s_q * (c.w_score * dt)
         if gan is not None:
             w = c.w_gan if c.w_gan is not None else spec.fn["w_gan"](t, torch.sigmoid(logit)[:, None])
-            sizes["the GAN term"] = _size(gan * w * dt)
-        f = c.a * x + c.b if c.a is not None else spec.fn["f"](x, t)
-        sizes["the weight decay f"] = _size(f * dt)
+            terms["the GAN term"] = gan * w * dt
+        terms["the weight decay f"] = (c.a * x + c.b if c.a is not None else spec.fn["f"](x, t)) * dt
     except (RuntimeError, ValueError, ArithmeticError):  # the fields cannot be evaluated out there
-        return "one dfc could not evaluate at the blown-up particles"
+        return "one dfc could not evaluate at the blown-up particles", False
+    if bool(torch.isfinite(x).all()):
+        for name, v in terms.items():
+            if not bool(torch.isfinite(torch.as_tensor(v)).all()):
+                return name, True
+    sizes = {name: _size(v) for name, v in terms.items()}
     name = max(sizes, key=sizes.get)
-    return f"{name} ({sizes[name]:.3g} per coordinate)"
+    return f"{name} ({sizes[name]:.3g} per coordinate)", False
 
 
 def _size(v) -> float:

@@ -56,7 +56,17 @@ def save(path: str | Path, tensors: dict[str, torch.Tensor], header: dict) -> Pa
     return atomic_write_bytes(path, st_save(flat, metadata=meta))
 
 
-def _corrupt(path: Path, what: str) -> DataError:
+OTHER_FORMATS = ((b"\x93NUMPY", "a NumPy .npy file"), (b"PK\x03\x04", "a zip archive (torch.save or .npz)"),
+                 (b"\x80", "a pickle (torch.save's old format)"))  # never unpickled: named by their first bytes
+
+
+def _corrupt(path: Path, what: str, blob: bytes = b"") -> DataError:
+    """A checkpoint that is not a readable safetensors file: another format named by its first bytes (only
+    once it failed as safetensors, whose first byte is a length), else corrupt or truncated."""
+    for magic, kind in OTHER_FORMATS:
+        if blob.startswith(magic):
+            return DataError(f"checkpoint {path} is {kind}, not a safetensors checkpoint.", None,
+                             "Give the path of a .safetensors file written by `dfc train`.")
     return DataError(f"checkpoint {path} is corrupt or truncated: {what}.", None, HINT)
 
 
@@ -92,11 +102,11 @@ def read_header(path: str | Path) -> tuple[bytes, dict]:
         raise _corrupt(path, f"it has {len(blob)} bytes, fewer than the 8 of a safetensors header length")
     (n,) = struct.unpack("<Q", blob[:8])
     if n < 2 or 8 + n > len(blob):
-        raise _corrupt(path, f"its header claims {n} bytes but the file has {len(blob) - 8} after the length")
+        raise _corrupt(path, f"its header claims {n} bytes but the file has {len(blob) - 8} after the length", blob)
     try:
         raw = json.loads(blob[8 : 8 + n])
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _corrupt(path, f"its JSON header does not parse ({exc})") from None
+        raise _corrupt(path, f"its JSON header does not parse ({exc})", blob) from None
     if not isinstance(raw, dict):
         raise _corrupt(path, "its header is not a JSON object")
     end = 0

@@ -136,8 +136,25 @@ def _summary(result, paths) -> None:
                 table.add_row(f"{name} ± se (floor ± sd)",
                               f"{_pm(m[key], m.get(key + '_se'))} ({_pm(m.get(floor), m.get(floor + '_sd'))})")
     out_console.print(table)
+    far = _far_from_target(m)
+    if far:
+        err_console.print(far, style="yellow", highlight=False, markup=False, soft_wrap=True)
     for name, p in paths.items():
         out_console.print(f"  {name}: {p}", highlight=False)
+
+
+FAR = 10.0  # sliced W2 above FAR × its floor: the run's note says the samples are far from the target
+
+
+def _far_from_target(m: dict) -> str | None:
+    """A note when the run's sliced W2 is more than FAR times its floor: a run that finished (no blow-up)
+    but whose samples are far from the target, which a reader of the table could miss."""
+    w, floor = m.get("sliced_w2"), m.get("floor")
+    if w is None or not floor or not w > FAR * floor:
+        return None
+    return (f"note: sliced W2 is {w / floor:.0f}× its floor: these samples are far from the target. If that is not "
+            f"what this spec is for: more --steps, or another --solver (`dfc solvers`); at few steps an SDE spec "
+            f"with heun, or a large GAN weight, can be unstable without blowing up (README, Particle counts).")
 
 
 def _num(v) -> str:
@@ -160,7 +177,7 @@ def check(
     """Explain a spec (decomposition, marginal class, tracking, LaTeX); reject an ill-posed one."""
 
     def body():
-        from dfc.explain import report, same_marginal_class
+        from dfc.explain import report, same_marginal_class, same_path
         from dfc.sample import build
 
         if len(specs) > 2:
@@ -178,6 +195,10 @@ def check(
             else:
                 out_console.print(f"[yellow]{a} and {b} are in different marginal classes[/yellow]: "
                                   + "; ".join(reasons) + ".")
+                if same_path(*compiled):
+                    out_console.print(f"Both meet the tracking condition with the same σ, u and time interval, so "
+                                      f"started at Q_0 both stay on the same Q_t (MATH §3): the same marginals along "
+                                      f"that path, though not from every p_0.")
 
     _guard(body)
 
@@ -222,7 +243,8 @@ def nll(
     data: Optional[Path] = typer.Option(None, help="Score the points of this .npy file instead of target draws."),
     fields: Optional[str] = typer.Option(None, help="exact + kde | gauss | closed: estimate s_p so (default: exact "
                                                      "s_p = s_Q where the tracking condition holds, else the run's)"),
-    points: int = typer.Option(1000, help="Number of target draws to score (without --data)."),
+    points: Optional[int] = typer.Option(None, help="Target draws to score (default 1000); with --data, its first N "
+                                                    "points (default all)."),
     rtol: float = typer.Option(1e-5, help="Relative tolerance of the adaptive ODE solver (dopri5)."),
     atol: float = typer.Option(1e-5, help="Absolute tolerance of the adaptive ODE solver."),
     divergence: str = typer.Option("auto", help="auto | exact | hutchinson (auto: exact up to 8 dimensions)."),
@@ -244,7 +266,7 @@ def nll(
         overrides = {k: str(v) for k, v in (("target", target), ("fields", fields), ("device", device),
                                             ("seed", seed)) if v is not None}
         compiled = build(spec, _pairs(set_, "--set"), overrides)
-        if points < 2:
+        if points is not None and points < 2:
             raise ConfigError(f"--points {points}: score at least 2 points.")
         from dfc.io import check_set_folder
         from dfc.likelihood_report import NLL_FILES
@@ -254,7 +276,7 @@ def nll(
         from dfc.likelihood import BATCH
         from dfc.threads import use_threads
 
-        use_threads(min(points, BATCH) * 64, threads)  # batches of points through the flow's autograd graph
+        use_threads(min(points or 1000, BATCH) * 64, threads)  # batches of points through the flow's autograd graph
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),

@@ -290,10 +290,30 @@ def _check_between_points(spec: CompiledSpec) -> None:
                             f"(not only at the {CHECK_POINTS} check points), or change `time` in the run block.")
 
 
+SIGNS = (  # (term, which values are bad, message, hint)
+    ("u", lambda v: v <= 0, "u(t) must be > 0, but u({t}) = {v:.6g}.", "Scale factors are positive."),
+    ("sigma", lambda v: v < 0, "sigma(t) must be >= 0, but sigma({t}) = {v:.6g}.",
+     "sigma is a noise standard deviation."),
+    ("beta", lambda v: v < 0, "beta must be >= 0, but beta = {v:.6g} at t = {t}.",
+     "The discriminator weight is non-negative (MATH §1)."),
+)
+
+
+def _check_signs(spec: CompiledSpec, ts: np.ndarray, vals: dict, checks) -> None:
+    for name, is_bad, msg, hint in checks:
+        bad = is_bad(vals[name])
+        if bad.any():
+            i = np.argmax(bad.any(axis=1))
+            j = np.argmax(bad[i])
+            raise _fail(spec, name, msg.format(t=f"{ts[i]:.6g}", v=vals[name][i, j]), hint)
+
+
 def check_well_posed(spec: CompiledSpec) -> None:
     ts = check_points(spec)
     vals = {}
     for name in ("sigma", "u", "g2", "lambda2", "beta", "f"):
+        if name == "g2":  # σ and u first: the other terms divide by them, so a zero of u is named as such
+            _check_signs(spec, ts, vals, SIGNS[:2])
         v = _values(spec, name, ts)
         bad = ~np.isfinite(v)
         if bad.any():
@@ -304,18 +324,7 @@ def check_well_posed(spec: CompiledSpec) -> None:
                         f"in the run block.")
         vals[name] = v
     _check_between_points(spec)
-    checks = [
-        ("u", vals["u"] <= 0, "u(t) must be > 0, but u({t}) = {v:.6g}.", "Scale factors are positive."),
-        ("sigma", vals["sigma"] < 0, "sigma(t) must be >= 0, but sigma({t}) = {v:.6g}.",
-         "sigma is a noise standard deviation."),
-        ("beta", vals["beta"] < 0, "beta must be >= 0, but beta = {v:.6g} at t = {t}.",
-         "The discriminator weight is non-negative (MATH §1)."),
-    ]
-    for name, bad, msg, hint in checks:
-        if bad.any():
-            i = np.argmax(bad.any(axis=1))
-            j = np.argmax(bad[i])
-            raise _fail(spec, name, msg.format(t=f"{ts[i]:.6g}", v=vals[name][i, j]), hint)
+    _check_signs(spec, ts, vals, SIGNS[2:])
     g2, l2 = vals["g2"][:, 0], vals["lambda2"][:, 0]
     tol = 1e-10 * np.maximum(1.0, np.maximum(np.abs(g2), np.abs(l2)))
     bad = g2 - l2 < -tol

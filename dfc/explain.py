@@ -90,6 +90,14 @@ def tracking(spec: CompiledSpec) -> Tracking:
     return Tracking(not failures, tuple(failures))
 
 
+def same_path(a: CompiledSpec, b: CompiledSpec) -> bool:
+    """Whether both specs meet the tracking condition with the same σ, u and time interval: from p_0 = Q_0
+    both stay on the same Q_t (MATH §3), whatever their β and g² (a VE SDE and its probability-flow ODE)."""
+    if a.run.time != b.run.time or not (tracking(a).holds and tracking(b).holds):
+        return False
+    return all(sp.simplify(a.exprs[k] - b.exprs[k]) == 0 for k in ("sigma", "u"))
+
+
 def same_marginal_class(a: CompiledSpec, b: CompiledSpec) -> tuple[bool, list[str]]:
     """Whether (f, β, λ², σ, u, p_0) agree on the common time interval (MATH §3)."""
     reasons = []

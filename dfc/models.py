@@ -99,6 +99,11 @@ class ModelField:
         n = y.shape[0]
         x = y.to(device=self.model_device or y.device, dtype=self.model_dtype or y.dtype).reshape(n, *self.shape)
         out = self.fn(x, self._sigma(sigma, n, x), **self.extra_args)
+        if not torch.is_tensor(out) or out.shape != x.shape:
+            got = f"shape {tuple(out.shape)}" if torch.is_tensor(out) else f"a {type(out).__name__}"
+            raise ConfigError(f"the model returned {got} for an input of shape {tuple(x.shape)}; a {self.kind} "
+                              f"returns a tensor of its input's shape.", None,
+                              "Return one value per input coordinate: D(x, sigma) (or the score) with x's shape.")
         return out.reshape(n, -1).to(device=y.device, dtype=y.dtype)
 
     def denoised(self, y: torch.Tensor, sigma) -> torch.Tensor:

@@ -72,20 +72,22 @@ MAX_SAMPLES = 100_000_000  # particles of one run (memory is checked too, dfc.sa
 MAX_SEED = 2**32 - 1  # seeds are offset and multiplied for independent streams; these stay within torch's 64 bits
 
 
-def _number(key, value, span, kind=float, lo=None, strict=False, hi=None):
+def _number(key, value, span, kind=float, lo=None, strict=False, hi=None, name=None):
+    """`value` as a `kind` within [lo, hi] (lo excluded if `strict`); errors name `name` (default `key`)."""
+    name = name or f"`{key}`"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _err(key, f"`{key}` must be a number, got {run_text(value)}.", span)
+        raise _err(key, f"{name} must be a number, got {run_text(value)}.", span)
     if isinstance(value, float) and not math.isfinite(value):
-        raise _err(key, f"`{key}` must be a finite number, got {value}.", span)
+        raise _err(key, f"{name} must be a finite number, got {value}.", span)
     if hi is not None and value > hi:
         raise LimitError((f"run entry `{key}`: " if span is None else "") +
                          f"`{key}` = {value:g} is beyond dfc's limit of {hi:,}.", span,
                          f"Use at most {hi:,} {key}.")
     if kind is int and float(value) != int(value):
-        raise _err(key, f"`{key}` must be a whole number, got {value}.", span)
+        raise _err(key, f"{name} must be a whole number, got {value}.", span)
     v = kind(value)
     if lo is not None and (v <= lo if strict else v < lo):
-        raise _err(key, f"`{key}` must be {'>' if strict else '>='} {lo}, got {v}.", span)
+        raise _err(key, f"{name} must be {'>' if strict else '>='} {lo}, got {v}.", span)
     return v
 
 
@@ -94,7 +96,8 @@ def check_seed(value, span: Span | None = None, key: str = "--seed") -> int:
     seed = _number(key, value, span, int)  # a finite whole number, else a ConfigError
     if not 0 <= seed <= MAX_SEED:
         raise ConfigError(f"{key} {seed} is not a seed; a seed is a whole number from 0 to {MAX_SEED:,} "
-                          f"(2^32 - 1).", span, "Use a smaller seed, e.g. its remainder modulo 2^32.")
+                          f"(2^32 - 1).", span, "Use a smaller seed, e.g. its remainder modulo 2^32." if seed > 0 else
+                          "Use a seed from 0 up, e.g. 0.")
     return seed
 
 
@@ -119,14 +122,15 @@ def _estimator_options(key, name, opts, span) -> tuple:
     for k, v in opts:
         if name != "kde":
             raise _err(key, f"estimator {name} takes no options; got {k!r}.", span)
+        option = f"kde option `{k}`"
         if k == "h":
-            v = _number(key, v, span, lo=0, strict=True)
+            v = _number(key, v, span, lo=0, strict=True, name=option)
         elif k == "method":
             v = _choice("kde method", v, METHODS, span)
         elif k == "m":
-            v = _number(key, v, span, int, lo=2)
+            v = _number(key, v, span, int, lo=2, name=option)
         elif k == "cfl":
-            v = _number(key, v, span, lo=0)
+            v = _number(key, v, span, lo=0, name=option)
         else:
             raise _err(key, f"kde has no option {k!r}; it takes {KDE_OPTIONS}.", span)
         out.append((k, v))
@@ -274,11 +278,16 @@ def check_device(device: str, span: Span | None = None) -> str:
     a cuda device that does not exist, `meta` (shapes without values), a backend torch lacks."""
     import torch
 
+    dev = None
     try:
         dev = torch.device(device)
         draw = torch.randn(2, generator=torch.Generator(device=dev), device=dev)
         draw.cpu()  # the samples are copied back to be written
     except (RuntimeError, AssertionError, ValueError, NotImplementedError) as exc:
-        raise ConfigError(f"device {device!r} is not available here to hold samples ({str(exc).splitlines()[0]}).",
+        if dev is not None and dev.type == "cuda" and not torch.cuda.is_available():  # torch's says how to link
+            why = "this torch has no CUDA, or the machine no GPU" if torch.version.cuda is None else "no GPU found"
+        else:
+            why = str(exc).splitlines()[0].split(". ")[0].rstrip(".")
+        raise ConfigError(f"device {device!r} is not available here to hold samples ({why}).",
                           span, "Use --device cpu (or a cuda device this machine has).") from None
     return device

@@ -314,9 +314,18 @@ def _syntax_error(exc: LarkError, src: str, file: str, line_offset=0, col_offset
         else:
             tok = getattr(exc, "token", None)
             what = f"unexpected {str(tok)!r}" if tok is not None and str(tok) else "unexpected input"
+            if tok is not None and tok.type == "$END":  # e.g. a spec without its `end`
+                lines = src.splitlines() or [""]
+                line, col = len(lines), len(lines[-1]) + 1
+                what = "the text ends too early"
         expected = sorted(getattr(exc, "expected", None) or getattr(exc, "allowed", None) or [])
         shown = ", ".join(_pretty_terminal(e) for e in expected[:8])
         hint = f"Expected one of: {shown}." if shown else None
+        misspelt = _misspelt_keyword(src, line, col)
+        if misspelt is not None:  # `parm kappa = 0.5`: the first word is the mistake, not the second
+            col, keyword = misspelt
+            what, hint = f"{what.removesuffix('.')} after {src.splitlines()[line - 1][col - 1:].split()[0]!r}", \
+                f"Did you mean {keyword!r}?"
         span = span_from_text(file, src, line, col)
         if line == 1 and col_offset:
             span = Span(file, line + line_offset, col + col_offset, " " * col_offset + span.text)
@@ -324,6 +333,24 @@ def _syntax_error(exc: LarkError, src: str, file: str, line_offset=0, col_offset
             span = Span(file, line + line_offset, col, span.text)
         return SpecSyntaxError(f"syntax error: {what}.", span, hint)
     return SpecSyntaxError(f"syntax error: {exc}.", Span(file, 1, 1))
+
+
+KEYWORDS = ("spec", "extends", "param", "prior", "run", "end")
+
+
+def _misspelt_keyword(src: str, line: int, col: int) -> tuple[int, str] | None:
+    """(column, keyword) when the error is at the second word of a line whose first word is close to a
+    statement keyword but is not one (`parm kappa = 0.5`, `rum steps = 8`)."""
+    import difflib
+
+    lines = src.splitlines()
+    if not 1 <= line <= len(lines):
+        return None
+    words = list(re.finditer(r"\S+", lines[line - 1]))
+    if len(words) < 2 or words[1].start() + 1 != col or words[0].group() in KEYWORDS:
+        return None
+    close = difflib.get_close_matches(words[0].group(), KEYWORDS, n=1, cutoff=0.6)
+    return (words[0].start() + 1, close[0]) if close else None
 
 
 _TERMINALS = {"NAME": "a name", "NUMBER": "a number", "SIGNED_NUMBER": "a number", "STRING": "a \"string\"",

@@ -242,7 +242,8 @@ def score_cmd(
         _loss_plot(folder, {"EDM loss": losses, "moving average (100)": _moving_average(losses, 100)},
                    f"denoising score matching on {info['name']}")
         rows = [("data", f"{info['name']} ({info['n']} × {info['dim']}, sha256 {info['sha256']})"),
-                ("steps × batch", f"{cfg.steps} × {cfg.batch}"), ("final loss", f"{log['final_loss']:.4f}"),
+                ("steps × batch", f"{cfg.steps} × {cfg.batch}"),
+                ("final loss (mean of the last 200 steps)", f"{log['final_loss']:.4f}"),
                 ("wall time", f"{log['wall_s']:.1f} s"), ("throughput", f"{log['samples_per_s']:,.0f} samples/s")]
         if preview > 0:
             run = {"target": _run_target_name(info), "fields": f'learned(score = "{log["path"]}")',

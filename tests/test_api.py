@@ -157,6 +157,34 @@ def test_model_errors_are_dfc_errors():
         dfc.compile("ve_ode").sample(model=42)
 
 
+def test_a_model_of_the_wrong_shape_is_refused():
+    s = dfc.compile("ve_ode", samples=50, steps=2)
+    with pytest.raises(ConfigError, match=r"returned shape \(50, 1\) for an input of shape \(50, 2\)"):
+        s.sample(model=lambda x, sigma: x[:, :1])  # would broadcast against x without the check
+    with pytest.raises(ConfigError, match="returned a list"):
+        s.sample(model=lambda x, sigma: [x])
+
+
+def test_a_model_that_returns_nan_is_named_as_the_cause():
+    from dfc.errors import NumericalError
+
+    with pytest.raises(NumericalError) as exc:
+        dfc.compile("ve_sde", samples=50, steps=4).sample(model=lambda x, sigma: x * float("nan"))
+    assert "the score term was not finite at the particles the step started from" in exc.value.message
+    assert "more steps will not help" in exc.value.hint  # not the advice for a step that is too large
+
+
+@pytest.mark.parametrize("kw,message", [({"n": -3}, "n must be >= 2"), ({"n": 2.5}, "n must be a whole number"),
+                                        ({"n": 0}, "n must be >= 2"), ({"seed": -1}, "seed -1 is not a seed"),
+                                        ({"n": 10**9}, "beyond dfc's limit of 100,000,000")])
+def test_sample_counts_are_checked_as_the_cli_checks_them(kw, message):
+    s = dfc.compile("ve_ode", samples=50, steps=2)
+    for call in (s.sample, s.prior, s.torchsde):
+        with pytest.raises(DfcError, match=message):
+            call(**kw)
+    assert s.sample(n=2, seed=2**32 - 1)[0].shape == (2, 2)  # the ends of the ranges are accepted
+
+
 def test_torchsde_view_is_the_torchsde_backend():
     """sdeint on the view, with the backend's Brownian motion, is `dfc run --backend torchsde`."""
     import torchsde

@@ -114,6 +114,10 @@ def test_check_explains_and_compares(tmp_path):
     assert "share a marginal class" in r.output, r.output
     r = invoke("check", "ve_sde", "ve_ode", "--no-latex")
     assert "different marginal classes" in r.output and "beta differs" in r.output
+    assert "stay on the same Q_t" in " ".join(r.output.split())  # both track the same path (MATH §3)
+    for other in ("vp_sde", "analytic_continuation"):  # another σ, u; no tracking: no such sentence
+        r = invoke("check", "ve_sde", other, "--no-latex")
+        assert "different marginal classes" in r.output and "same Q_t" not in " ".join(r.output.split()), other
 
 
 def test_fmt_round_trip(tmp_path):

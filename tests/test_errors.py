@@ -80,6 +80,32 @@ def test_error_has_place(tmp_path, old, new, kind, line, col, words):
     assert "^" in rendered  # the caret under the place
 
 
+@pytest.mark.parametrize("body,line,col,words,hint", [
+    ("  parm kappa = 0.5\nend\n", 2, 3, "unexpected 'kappa' after 'parm'", "Did you mean 'param'?"),
+    ("  rum steps = 8\nend\n", 2, 3, "unexpected 'steps' after 'rum'", "Did you mean 'run'?"),
+    ("  prio normal(scale = 2)\nend\n", 2, 3, "after 'prio'", "Did you mean 'prior'?"),
+    ("  foo bar\nend\n", 2, 7, "unexpected 'bar'", "Expected one of: '=', '('"),  # nothing close: as before
+    ("  param kappa = 0.5\n", 2, 20, "the text ends too early", "'end'"),  # no `end`: at the end of the text
+])
+def test_a_misspelt_keyword_or_a_missing_end_is_named(tmp_path, body, line, col, words, hint):
+    path = tmp_path / "t.dfs"
+    path.write_text('spec t extends ve_sde "typo"\n' + body)
+    err = error_of(path)
+    assert isinstance(err, SpecSyntaxError) and words in err.message and hint in err.hint, err.render()
+    assert (err.span.line, err.span.column) == (line, col), err.render()
+
+
+@pytest.mark.parametrize("u", ["1 - t/2 - 0.6*t^2", "1 - t"])
+def test_a_zero_of_u_is_named_at_u_not_at_a_term_that_divides_by_it(tmp_path, u):
+    """ve_sde's g2 = (1 + eta) r, r = -(dσ²/dt)/u²: a child whose u reaches 0 gets the error at its own u
+    line, not a pole of the inherited g2 in the preset's file."""
+    path = tmp_path / "c7.dfs"
+    path.write_text(f'spec c7 extends ve_sde "u reaches 0"\n  u(t) = {u}\nend\n')
+    err = error_of(path)
+    assert isinstance(err, IllPosedError) and "u(t) must be > 0" in err.message, err.render()
+    assert err.span.file == str(path) and err.span.line == 2
+
+
 def test_ill_posed_names_the_time(tmp_path):
     # g2 < lambda2 only for t > 0.5: the error names that t
     path = write(tmp_path, replace_line("g2(t) = 2*lambda2(t)", "g2(t) = lambda2(t)*(1.5 - t)"))

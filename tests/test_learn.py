@@ -82,6 +82,12 @@ def test_bad_checkpoints_are_refused(gaussian_score, tmp_path):
         checkpoint.load(path, "disc")
     with pytest.raises(DataError, match="no checkpoint at"):
         load_score(tmp_path / "missing.safetensors")
+    np.save(tmp_path / "points.npy", np.zeros((3, 2)))  # another format is named, not called corrupt
+    with pytest.raises(DataError, match="points.npy is a NumPy .npy file, not a safetensors checkpoint"):
+        load_score(tmp_path / "points.npy")
+    torch.save({"w": torch.zeros(2)}, tmp_path / "model.pt")
+    with pytest.raises(DataError, match="model.pt is a zip archive"):
+        load_score(tmp_path / "model.pt")
 
 
 def test_a_checkpoint_from_a_diverged_run_is_refused(tmp_path):

@@ -17,6 +17,7 @@ from dfc.likelihood import ode_loglik, sde_elbo, sp_source
 from dfc.moments import GaussianMarginals
 from dfc.sample import make_run_target, prior_moments
 from dfc.spec import load_spec
+from dfc.targets import make_target
 
 from conftest import FAMILY, FAMILY_COV as COV, FAMILY_MEAN as MEAN
 
@@ -108,6 +109,17 @@ def test_cli_nll_writes_record_and_plot(tmp_path):
     assert rec["bpd"] == pytest.approx(rec["nll"] / (2 * math.log(2)))
     assert abs(rec["nll"] - rec["target_nll"]) < 0.05
     assert (tmp_path / "nll.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_nll_scores_the_first_points_of_a_data_file(tmp_path):
+    pts = make_target("ring8").sample(60, torch.Generator().manual_seed(0)).numpy()
+    np.save(tmp_path / "pts.npy", pts)
+    for extra, n in (([], 60), (["--points", "25"], 25)):
+        out = tmp_path / f"out{n}"
+        r = CliRunner().invoke(app, ["nll", "ve_ode", "--data", str(tmp_path / "pts.npy"), "--no-elbo", *extra,
+                                     "--out", str(out)])
+        assert r.exit_code == 0, r.output
+        assert len(json.loads((out / "nll.json").read_text())["per_point_nll"]) == n
 
 
 def test_cli_nll_writes_one_set_and_refuses_a_folder_of_other_files(tmp_path):
