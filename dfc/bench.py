@@ -1176,6 +1176,7 @@ SCALE_REPORTS = (("particles.md", "Quality against the particle count (benchmark
                  ("scaling.md", "Cost against the particle count (benchmarks/scaling.py)"),
                  ("estimators.md", "Population estimates of s_p (benchmarks/estimators.py)"),
                  ("threads.md", "Threads (benchmarks/threads.py)"),
+                 ("ddp.md", "Data-parallel training under torchrun (benchmarks/ddp.py)"),
                  ("bench-all.md", "What dfc bench --all costs (measured from an empty cache)"))
 OTHER_REPORTS = (("likelihood.md", "Likelihood (dfc nll)"), ("learned.md", "Learned fields (dfc train)"),
                  ("overhead.md", "Native sampler overhead"),

@@ -494,17 +494,23 @@ def solvers():
     """List the solvers (dfc.solvers.REGISTRY) with what each declares: backend, NFE per step, order, noise, clocks."""
 
     def body():
-        from dfc.solvers import REGISTRY, unit
+        from dfc.solvers import CLOCKS, REGISTRY, unit
 
+        wide = out_console.width >= 120  # else the descriptions follow the table, one line each
         table = Table(title="dfc solvers (--solver, --backend)", header_style="bold")
-        for col in ("name", "backend", "NFE", "order", "noise", "clocks", "history", "what"):
-            table.add_column(col, overflow="fold", no_wrap=col in ("name", "backend"))
-        specs = {"any": "any", "none": "ODE specs only", "required": "SDE specs only"}
-        for backend, name in REGISTRY:
-            u = unit(backend, name)
-            table.add_row(name, backend, str(u.nfe_per_step), str(u.order), specs[u.noise], ", ".join(u.clocks),
-                          str(u.history), u.summary)
+        for col in ("name", "backend", "NFE", "order", "noise", "clocks", "history") + (("what",) if wide else ()):
+            table.add_column(col, overflow="fold", no_wrap=col != "what")
+        specs = {"any": "any", "none": "ODE specs", "required": "SDE specs"}
+        units = [unit(backend, name) for backend, name in REGISTRY]
+        for u in units:
+            clocks = "all" if set(u.clocks) == set(CLOCKS) else ", ".join(u.clocks)
+            table.add_row(u.name, u.backend, str(u.nfe_per_step), str(u.order), specs[u.noise], clocks,
+                          str(u.history), *((u.summary,) if wide else ()))
         out_console.print(table)
+        if not wide:
+            for u in units:
+                out_console.print(f"[bold]{u.name}[/bold] ({u.backend}): {u.summary}", highlight=False)
+        out_console.print(f"clocks: all = {', '.join(CLOCKS)} (MATH §9).", highlight=False)
 
     _guard(body)
 

@@ -117,7 +117,7 @@ def check_run(spec) -> Solver:
         sde = f"{solver.name}_sde"
         sde = sde if (solver.backend, sde) in REGISTRY else "euler or heun"
         raise ConfigError(f"solver {solver.name} integrates ODEs, and spec {spec.name!r} has noise "
-                          f"(g² − λ² = {spec.exprs['noise2']}).", run.spans.get("solver"),
+                          f"({_noise_in_its_words(spec)}).", run.spans.get("solver"),
                           f"Use {sde}, or the spec's flow twin (g2 = lambda2).")
     if solver.noise == "required" and not noisy:
         plain = solver.name.removesuffix("_sde")
@@ -125,6 +125,17 @@ def check_run(spec) -> Solver:
                           run.spans.get("solver"), f"Use {plain}.")
     solver.check(spec)
     return solver
+
+
+def _noise_in_its_words(spec) -> str:
+    """`g2(t) = (1 + eta)*r(t), lambda2(t) = r(t), eta = 1`: the noise as the spec writes it, g² − λ² ≠ 0."""
+    import re
+
+    terms = {t.name: t.text for t in spec.ir.terms}
+    said = [f"{name}(t) = {terms[name]}" for name in ("g2", "lambda2") if name in terms]
+    words = set(re.findall(r"[A-Za-z_][A-Za-z_0-9]*", " ".join(said)))
+    said += [f"{sym} = {float(v):g}" for sym, v in spec.params.items() if str(sym) in words]
+    return ", ".join(said) + ": g² − λ² ≠ 0" if said else f"g² − λ² = {spec.exprs['noise2']}"
 
 
 def grid_sigma(spec, ts: np.ndarray, solver: str, monotone: bool, why: str, hint: str) -> np.ndarray:

@@ -54,6 +54,12 @@ def test_one_check_names_the_option_and_the_fix(spec, run, message, fix):
     assert message in exc.value.message and fix in (exc.value.hint or ""), (exc.value.message, exc.value.hint)
 
 
+def test_the_noise_an_ode_solver_refuses_is_quoted_in_the_spec_s_words():
+    with pytest.raises(ConfigError) as exc:
+        spec_for("ve_sde", solver="dpmpp_2m")
+    assert "g2(t) = (1 + eta)*r(t), lambda2(t) = r(t), eta = 1: g² − λ² ≠ 0" in exc.value.message
+
+
 @pytest.mark.parametrize("solver", ["deis_2m", "dpmpp_2m", "expint_3m"])
 def test_a_sigma_that_reaches_zero_before_the_end_is_refused(tmp_path, solver):
     """σ(0.5) = 0 at an inner grid point: log σ and 1/σ² do not exist there (MATH §11, §12)."""
