@@ -187,6 +187,7 @@ class Sampler:
         from dfc.fields import Drift
         from dfc.sample import make_gan_field
 
+        n, seed = self._counts(n, seed, "torchsde")
         fields, t = self.fields(model, target)
         y0 = self.prior(n, seed, t)
         drift = Drift(self.spec, fields, make_gan_field(self.spec, t))

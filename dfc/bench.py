@@ -253,7 +253,7 @@ def suite_cells(suite: dict, sweeps: list[tuple] | None = None) -> list[Cell]:
     for target in suite["nll_targets"]:
         cells += [Cell("nll", s, target, 0, 0, int(suite["nll_points"]), sets, source[s]) for s in suite["specs"]
                   for sets in set_grid]
-    return cells
+    return list(dict.fromkeys(cells))  # a spec's plain run listed again as a variant is one cell
 
 
 def join_suite(suite: dict, spec: str, sweeps: list[tuple]) -> tuple[dict, list[str]]:
@@ -264,6 +264,9 @@ def join_suite(suite: dict, spec: str, sweeps: list[tuple]) -> tuple[dict, list[
     from dfc.spec import load_spec
 
     stem, mine = Path(spec).stem, Path(load_spec(spec).chain[0]).resolve()
+    if stem in suite["peers"]:
+        raise ConfigError(f"spec {spec!r} has the name of the suite's peer {stem!r}: their rows would be one row.",
+                          None, f"Give your file another name than {stem}.dfs.")
     for other in suite["specs"]:
         if Path(other).stem != stem:
             continue
@@ -273,7 +276,7 @@ def join_suite(suite: dict, spec: str, sweeps: list[tuple]) -> tuple[dict, list[
         spec = other  # the suite's own spec, by another path: its cached cells
     check_sweeps(spec, sweeps)
     variants = dict(suite.get("variants") or {})
-    variants[spec] = list(dict.fromkeys([*variants.get(spec, []), *sweeps]))
+    variants[spec] = list(dict.fromkeys([*variants.get(spec, []), *sweeps]))  # suite_cells runs each cell once
     labels = [Cell("spec", spec, "", 0, 0, 0, sets).label for sets in sweeps]
     return {**suite, "name": f"{stem}-vs-{suite['name']}", "variants": variants}, labels
 

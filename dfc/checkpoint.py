@@ -61,9 +61,9 @@ OTHER_FORMATS = ((b"\x93NUMPY", "a NumPy .npy file"), (b"PK\x03\x04", "a zip arc
 
 
 def _corrupt(path: Path, what: str, blob: bytes = b"") -> DataError:
-    """A checkpoint that is not a readable safetensors file: another format named by its first bytes (only
-    once it failed as safetensors, whose first byte is a length), else corrupt or truncated."""
-    for magic, kind in OTHER_FORMATS:
+    """A checkpoint that is not a readable safetensors file: another format named by its first bytes (when
+    its ninth byte is not the '{' that opens every safetensors header), else corrupt or truncated."""
+    for magic, kind in OTHER_FORMATS if blob[8:9] != b"{" else ():  # a safetensors header starts with '{'
         if blob.startswith(magic):
             return DataError(f"checkpoint {path} is {kind}, not a safetensors checkpoint.", None,
                              "Give the path of a .safetensors file written by `dfc train`.")

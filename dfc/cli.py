@@ -143,7 +143,7 @@ def _summary(result, paths) -> None:
         out_console.print(f"  {name}: {p}", highlight=False)
 
 
-FAR = 10.0  # sliced W2 above FAR × its floor: the run's note says the samples are far from the target
+FAR = 4.0  # sliced W2 above FAR × its floor: the run's note says the samples are far from the target
 
 
 def _far_from_target(m: dict) -> str | None:
@@ -154,7 +154,7 @@ def _far_from_target(m: dict) -> str | None:
         return None
     return (f"note: sliced W2 is {w / floor:.0f}× its floor: these samples are far from the target. If that is not "
             f"what this spec is for: more --steps, or another --solver (`dfc solvers`); at few steps an SDE spec "
-            f"with heun, or a large GAN weight, can be unstable without blowing up (README, Particle counts).")
+            f"with heun, or a large GAN weight, can be unstable without blowing up (README, Command line).")
 
 
 def _num(v) -> str:
@@ -309,11 +309,12 @@ def bench(
     set_: Optional[List[str]] = typer.Option(None, "--set", help="NAME=VALUE for every cell of SPEC (a param or a "
                                                                 "run entry; repeatable)."),
     target: Optional[List[str]] = typer.Option(None, help="Targets for SPEC (repeatable; default its run target)."),
-    nfe: str = typer.Option(SPEC_NFE, help="NFE budgets for SPEC, comma separated."),
-    seeds: str = typer.Option(SPEC_SEEDS, help="Seeds for SPEC, comma separated."),
-    samples: int = typer.Option(SPEC_SAMPLES, help="Samples per cell for SPEC."),
-    peers: bool = typer.Option(True, "--peers/--no-peers", help="Add the peers (k-diffusion's samplers, diffusers' "
-                                                              "schedulers) to a SPEC benchmark."),
+    nfe: Optional[str] = typer.Option(None, help=f"NFE budgets for SPEC, comma separated [default: {SPEC_NFE}]."),
+    seeds: Optional[str] = typer.Option(None, help=f"Seeds for SPEC, comma separated [default: {SPEC_SEEDS}]."),
+    samples: Optional[int] = typer.Option(None, help=f"Samples per cell for SPEC [default: {SPEC_SAMPLES}]."),
+    peers: Optional[bool] = typer.Option(None, "--peers/--no-peers", help="Add the peers (k-diffusion's samplers, "
+                                                                        "diffusers' schedulers) to a SPEC benchmark "
+                                                                        "[default: peers]."),
     jobs: int = typer.Option(1, help="Cells run in this many parallel processes (with --executor dask: workers)."),
     executor: str = typer.Option("local", help=EXECUTOR_HELP),
     report_only: bool = typer.Option(False, "--report", help="Only regenerate RESULTS.md from the latest default "
@@ -351,9 +352,9 @@ def bench(
         if suites:
             chosen = b.load_suite("default" if all_ else "quick" if quick else suite)
             if spec is not None:
-                mine = [flag for flag, given in (("--target", bool(target)), ("--nfe", nfe != SPEC_NFE),
-                                                 ("--seeds", seeds != SPEC_SEEDS), ("--samples", samples != SPEC_SAMPLES),
-                                                 ("--no-peers", not peers)) if given]
+                mine = [flag for flag, given in (("--target", bool(target)), ("--nfe", nfe is not None),
+                                                 ("--seeds", seeds is not None), ("--samples", samples is not None),
+                                                 ("--peers/--no-peers", peers is not None)) if given]
                 if mine:
                     raise ConfigError(f"{', '.join(mine)} set(s) a benchmark of SPEC alone; with {suites[0]} SPEC runs "
                                       f"on the suite's targets, NFE budgets, seeds and samples, beside its rows.", None,
@@ -363,15 +364,17 @@ def bench(
             from dfc.sample import build
 
             b.check_sweeps(spec, sweeps)
-
+            nfe_text, seeds_text = nfe or SPEC_NFE, seeds or SPEC_SEEDS
             try:
-                budgets = [int(v) for v in nfe.split(",")]
-                seed_list = [int(v) for v in seeds.split(",")]
+                budgets = [int(v) for v in nfe_text.split(",")]
+                seed_list = [int(v) for v in seeds_text.split(",")]
             except ValueError:
-                raise ConfigError(f"--nfe {nfe!r} and --seeds {seeds!r} are comma-separated whole numbers.") from None
+                raise ConfigError(f"--nfe {nfe_text!r} and --seeds {seeds_text!r} are comma-separated whole "
+                                  f"numbers.") from None
             chosen = b.check_suite({"name": f"{Path(spec).stem}-bench", "specs": [spec],
                                     "targets": target or [build(spec).run.target], "nfe": budgets,
-                                    "seeds": seed_list, "samples": samples, "peers": list(PEERS) if peers else [],
+                                    "seeds": seed_list, "samples": SPEC_SAMPLES if samples is None else samples,
+                                    "peers": list(PEERS) if peers is not False else [],
                                     "nll_targets": [], "nll_points": 0}, "dfc bench")
         chosen, skipped = b.without_missing_peers(chosen)
         for message in skipped:  # one line per missing library

@@ -347,8 +347,13 @@ def _misspelt_keyword(src: str, line: int, col: int) -> tuple[int, str] | None:
     if not 1 <= line <= len(lines):
         return None
     words = list(re.finditer(r"\S+", lines[line - 1]))
+    if len(words) == 1 and line == len(lines) and col == len(lines[-1]) + 1:  # a last line `edn`
+        close = difflib.get_close_matches(words[0].group(), ("end",), n=1, cutoff=0.6)
+        return (words[0].start() + 1, close[0]) if close else None
     if len(words) < 2 or words[1].start() + 1 != col or words[0].group() in KEYWORDS:
         return None
+    if not re.fullmatch(r"[A-Za-z_]\w*", words[0].group()) or words[1].group()[0] in "=(":
+        return None  # `t_end = 1`, `send(t) = t`: a statement of its own, the error is elsewhere
     close = difflib.get_close_matches(words[0].group(), KEYWORDS, n=1, cutoff=0.6)
     return (words[0].start() + 1, close[0]) if close else None
 

@@ -482,6 +482,15 @@ class GanConfig:
             raise ConfigError(f"--eta {self.eta}: the particle step is >= 0 (0 takes the spec's step).")
 
 
+def check_gan_flow(spec) -> None:
+    """Algorithm 1 needs a GAN flow: no score part and no noise on the spec's interval (MATH §4)."""
+    ts = np.linspace(spec.t0, spec.t1, 65)
+    if np.any(np.abs(spec.on_grid("w_score", ts)) > 1e-12) or np.any(np.abs(spec.on_grid("noise2", ts)) > 1e-12):
+        raise ConfigError(f"Algorithm 1 trains a GAN flow (g = 0: no score part, no noise); spec {spec.name!r} "
+                          f"has g² ≠ 0.", None, "Use vanilla_gan, ns_gan or diffflow_gan; for Diffusion-GAN "
+                                                "train a score network and a discriminator stack.")
+
+
 def train_gan(spec, data: torch.Tensor, info: dict, out: str | Path, cfg: GanConfig = GanConfig(), *,
               resume: bool = False, device: str = "cpu", progress=None) -> dict:
     """Algorithm 1 for a GAN-flow spec (no score part); writes OUT/gan.safetensors. Returns the log.
@@ -491,11 +500,7 @@ def train_gan(spec, data: torch.Tensor, info: dict, out: str | Path, cfg: GanCon
     from dfc.data import moments
 
     cfg.check()
-    ts = np.linspace(spec.t0, spec.t1, 65)
-    if np.any(np.abs(spec.on_grid("w_score", ts)) > 1e-12) or np.any(np.abs(spec.on_grid("noise2", ts)) > 1e-12):
-        raise ConfigError(f"Algorithm 1 trains a GAN flow (g = 0: no score part, no noise); spec {spec.name!r} "
-                          f"has g² ≠ 0.", None, "Use vanilla_gan, ns_gan or diffflow_gan; for Diffusion-GAN "
-                                                "train a score network and a discriminator stack.")
+    check_gan_flow(spec)
     data = check_data(data, f"the training data {info.get('source', info.get('name'))!r}")
     mean, var = moments(data)
     scale = math.sqrt(max(var, 1e-12))

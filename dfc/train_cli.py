@@ -394,7 +394,7 @@ def gan_cmd(
         from dfc.io import atomic_save_npy, atomic_write_json
         from dfc.sample import build
         from dfc.ddp import from_env
-        from dfc.train import GanConfig, load_generator, train_gan
+        from dfc.train import GanConfig, check_gan_flow, load_generator, train_gan
 
         if from_env().size > 1:
             raise ConfigError(f"dfc train gan runs in one process; torchrun started {from_env().size}.", None,
@@ -404,6 +404,7 @@ def gan_cmd(
         cfg = GanConfig(iters=iters, batch=batch, d_steps=d_steps, eta=eta, lr_g=lr_g, lr_d=lr_d, hidden=hidden,
                         depth=depth, latent=latent, seed=seed, save_every=save_every)
         cfg.check()
+        check_gan_flow(compiled)  # before the progress bar: a spec that is no GAN flow is refused at once
         use_threads(batch * hidden, threads)
         folder = _out_folder(out, Path("runs") / f"gan-{compiled.name}-{info['name']}")
         with progress_bar(f"Alg. 1 on {compiled.name}", iters) as update:

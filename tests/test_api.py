@@ -180,8 +180,9 @@ def test_a_model_that_returns_nan_is_named_as_the_cause():
 def test_sample_counts_are_checked_as_the_cli_checks_them(kw, message):
     s = dfc.compile("ve_ode", samples=50, steps=2)
     for call in (s.sample, s.prior, s.torchsde):
-        with pytest.raises(DfcError, match=message):
+        with pytest.raises(DfcError, match=message) as exc:
             call(**kw)
+        assert exc.value.message.startswith(f"{call.__name__}(): ")  # the call the user made
     assert s.sample(n=2, seed=2**32 - 1)[0].shape == (2, 2)  # the ends of the ranges are accepted
 
 

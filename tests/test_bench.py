@@ -185,14 +185,23 @@ def test_a_spec_with_a_suite_refuses_its_own_settings_and_a_name_clash(tmp_path,
     r = CliRunner().invoke(app, ["bench", str(spec), "--quick", "--samples", "300", "--nfe", "4"])
     assert r.exit_code == 2 and "Traceback" not in r.output
     assert "--nfe, --samples set(s) a benchmark of SPEC alone" in r.output and "without --quick" in r.output
+    r = CliRunner().invoke(app, ["bench", str(spec), "--quick", "--seeds", "0", "--peers"])  # a default, given
+    assert r.exit_code == 2 and "--seeds, --peers/--no-peers set(s) a benchmark of SPEC alone" in r.output
+    peer = tmp_path / "heun.dfs"
+    peer.write_text(spec.read_text())
+    r = CliRunner().invoke(app, ["bench", str(peer), "--quick"])
+    assert r.exit_code == 2 and "has the name of the suite's peer 'heun'" in r.output
     clash = tmp_path / "ve_ode.dfs"
     clash.write_text(spec.read_text())
     r = CliRunner().invoke(app, ["bench", str(clash), "--quick"])
     assert r.exit_code == 2 and "has the name of the suite's spec 've_ode', and is another file" in r.output
     r = CliRunner().invoke(app, ["bench", "--all", "--quick"])
     assert r.exit_code == 2 and "one suite" in r.output
-    joined, own = b.join_suite(b.load_suite("quick"), str(preset_dir() / "ve_ode.dfs"), [()])
-    assert own == ["ve_ode"] and joined["variants"]["ve_ode"] == [()]  # the suite's own spec: its cached cells
+    quick = b.load_suite("quick")
+    joined, own = b.join_suite(quick, str(preset_dir() / "ve_ode.dfs"), [(), (("solver", "heun"),)])
+    assert own == ["ve_ode", "ve_ode solver=heun"]  # the suite's own spec by path: its own (cached) cells
+    cells = b.suite_cells(joined)
+    assert len(cells) == len({c.key for c in cells}) == len(b.suite_cells(quick)) + 6  # heun: 2 targets × 3 NFE
 
 
 def test_a_busy_machine_is_named_before_timings_are_taken():

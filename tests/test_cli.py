@@ -120,6 +120,19 @@ def test_check_explains_and_compares(tmp_path):
         assert "different marginal classes" in r.output and "same Q_t" not in " ".join(r.output.split()), other
 
 
+def test_a_run_far_from_its_target_gets_a_note(tmp_path):
+    """ve_sde with stochastic Heun at 8 steps finishes (no blow-up) with sliced W2 ~6× its floor; Euler does not."""
+    from dfc.cli import FAR, _far_from_target
+
+    assert _far_from_target({"sliced_w2": FAR * 0.1 + 1e-9, "floor": 0.1}) is not None
+    assert _far_from_target({"sliced_w2": FAR * 0.1 - 1e-9, "floor": 0.1}) is None
+    assert _far_from_target({"floor": 0.1}) is None  # --metrics none
+    far = invoke("run", "ve_sde", "--solver", "heun", "--steps", "8", "--samples", "1000", "--out", tmp_path / "h")
+    near = invoke("run", "ve_sde", "--steps", "8", "--samples", "1000", "--out", tmp_path / "e")
+    assert far.exit_code == near.exit_code == 0
+    assert "far from the target" in far.output and "far from the target" not in near.output
+
+
 def test_fmt_round_trip(tmp_path):
     r = invoke("fmt", "diffusion_gan", "--to", "yaml", "--out", tmp_path / "d.yaml")
     assert r.exit_code == 0, r.output

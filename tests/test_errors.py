@@ -86,6 +86,8 @@ def test_error_has_place(tmp_path, old, new, kind, line, col, words):
     ("  prio normal(scale = 2)\nend\n", 2, 3, "after 'prio'", "Did you mean 'prior'?"),
     ("  foo bar\nend\n", 2, 7, "unexpected 'bar'", "Expected one of: '=', '('"),  # nothing close: as before
     ("  param kappa = 0.5\n", 2, 20, "the text ends too early", "'end'"),  # no `end`: at the end of the text
+    ("  param kappa = 0.5\n  edn\n", 3, 3, "the text ends too early after 'edn'", "Did you mean 'end'?"),
+    ("  param kappa =\n  t_end = 1\nend\n", 3, 9, "unexpected '='", "Expected one of"),  # t_end is no typo
 ])
 def test_a_misspelt_keyword_or_a_missing_end_is_named(tmp_path, body, line, col, words, hint):
     path = tmp_path / "t.dfs"

@@ -102,3 +102,11 @@ def test_train_gan_refuses_a_spec_with_a_score_part(tmp_path):
     x, info = training_data("ring8", points=100)
     with pytest.raises(ConfigError, match="g² ≠ 0"):
         train_gan(build("diffusion_gan"), x, info, tmp_path, TINY)
+    from typer.testing import CliRunner
+
+    from dfc.cli import app
+
+    r = CliRunner().invoke(app, ["train", "gan", "ve_sde", "--target", "ring8", "--iters", "10",
+                                 "--out", str(tmp_path / "out")])
+    assert r.exit_code == 2 and "g² ≠ 0" in r.output and "Alg. 1" not in r.output  # refused before any progress
+    assert not (tmp_path / "out").exists()

@@ -85,6 +85,10 @@ def test_bad_checkpoints_are_refused(gaussian_score, tmp_path):
     np.save(tmp_path / "points.npy", np.zeros((3, 2)))  # another format is named, not called corrupt
     with pytest.raises(DataError, match="points.npy is a NumPy .npy file, not a safetensors checkpoint"):
         load_score(tmp_path / "points.npy")
+    head = b'{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'.ljust(0x180)  # a 384-byte header: 0x80 first
+    (tmp_path / "short.safetensors").write_bytes(struct.pack("<Q", len(head)) + head[:100])
+    with pytest.raises(DataError, match="short.safetensors is corrupt or truncated"):  # not "a pickle"
+        load_score(tmp_path / "short.safetensors")
     torch.save({"w": torch.zeros(2)}, tmp_path / "model.pt")
     with pytest.raises(DataError, match="model.pt is a zip archive"):
         load_score(tmp_path / "model.pt")
