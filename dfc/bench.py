@@ -250,9 +250,9 @@ def suite_cells(suite: dict, sweeps: list[tuple] | None = None) -> list[Cell]:
         for nfe in suite["nfe"]:
             cells += [Cell("spec", s, target, nfe, seed, n, sets, source[s]) for s, sets in runs]
             cells += [Cell("peer", p, target, nfe, seed, n, (), library[p]) for p in suite["peers"]]
+    scored = [(s, sets) for s in suite["specs"] for sets in set_grid] + list(suite.get("nll_variants", []))
     for target in suite["nll_targets"]:
-        cells += [Cell("nll", s, target, 0, 0, int(suite["nll_points"]), sets, source[s]) for s in suite["specs"]
-                  for sets in set_grid]
+        cells += [Cell("nll", s, target, 0, 0, int(suite["nll_points"]), sets, source[s]) for s, sets in scored]
     return list(dict.fromkeys(cells))  # a spec's plain run listed again as a variant is one cell
 
 
@@ -278,7 +278,8 @@ def join_suite(suite: dict, spec: str, sweeps: list[tuple]) -> tuple[dict, list[
     variants = dict(suite.get("variants") or {})
     variants[spec] = list(dict.fromkeys([*variants.get(spec, []), *sweeps]))  # suite_cells runs each cell once
     labels = [Cell("spec", spec, "", 0, 0, 0, sets).label for sets in sweeps]
-    return {**suite, "name": f"{stem}-vs-{suite['name']}", "variants": variants}, labels
+    scored = [(spec, sets) for sets in sweeps]  # the family's exact NLL, as the suite's specs have theirs
+    return {**suite, "name": f"{stem}-vs-{suite['name']}", "variants": variants, "nll_variants": scored}, labels
 
 
 def standing(summ: pd.DataFrame, labels: list[str]) -> pd.DataFrame:

@@ -201,7 +201,9 @@ def test_a_spec_with_a_suite_refuses_its_own_settings_and_a_name_clash(tmp_path,
     joined, own = b.join_suite(quick, str(preset_dir() / "ve_ode.dfs"), [(), (("solver", "heun"),)])
     assert own == ["ve_ode", "ve_ode solver=heun"]  # the suite's own spec by path: its own (cached) cells
     cells = b.suite_cells(joined)
-    assert len(cells) == len({c.key for c in cells}) == len(b.suite_cells(quick)) + 6  # heun: 2 targets × 3 NFE
+    # heun: 2 targets × 3 NFE, and its exact NLL on the suite's NLL target (ring8); ve_ode's cells are the suite's
+    assert len(cells) == len({c.key for c in cells}) == len(b.suite_cells(quick)) + 6 + 1
+    assert [c.label for c in cells if c.kind == "nll" and c.sets] == ["ve_ode solver=heun"]
 
 
 def test_a_busy_machine_is_named_before_timings_are_taken():
