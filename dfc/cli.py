@@ -309,12 +309,12 @@ def bench(
     set_: Optional[List[str]] = typer.Option(None, "--set", help="NAME=VALUE for every cell of SPEC (a param or a "
                                                                 "run entry; repeatable)."),
     target: Optional[List[str]] = typer.Option(None, help="Targets for SPEC (repeatable; default its run target)."),
-    nfe: Optional[str] = typer.Option(None, help=f"NFE budgets for SPEC, comma separated [default: {SPEC_NFE}]."),
-    seeds: Optional[str] = typer.Option(None, help=f"Seeds for SPEC, comma separated [default: {SPEC_SEEDS}]."),
-    samples: Optional[int] = typer.Option(None, help=f"Samples per cell for SPEC [default: {SPEC_SAMPLES}]."),
+    nfe: Optional[str] = typer.Option(None, help=f"NFE budgets for SPEC, comma separated (default {SPEC_NFE})."),
+    seeds: Optional[str] = typer.Option(None, help=f"Seeds for SPEC, comma separated (default {SPEC_SEEDS})."),
+    samples: Optional[int] = typer.Option(None, help=f"Samples per cell for SPEC (default {SPEC_SAMPLES})."),
     peers: Optional[bool] = typer.Option(None, "--peers/--no-peers", help="Add the peers (k-diffusion's samplers, "
                                                                         "diffusers' schedulers) to a SPEC benchmark "
-                                                                        "[default: peers]."),
+                                                                        "(default: peers)."),
     jobs: int = typer.Option(1, help="Cells run in this many parallel processes (with --executor dask: workers)."),
     executor: str = typer.Option("local", help=EXECUTOR_HELP),
     report_only: bool = typer.Option(False, "--report", help="Only regenerate RESULTS.md from the latest default "
