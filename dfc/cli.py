@@ -50,8 +50,9 @@ def run(
     fields: Optional[str] = typer.Option(None, help="exact or learned(score = \"FILE\"), optionally + kde | gauss | closed | disc(path = \"FILE\")"),
     steps: Optional[int] = typer.Option(None, help="Number of time steps."),
     solver: Optional[str] = typer.Option(None, help="euler | heun | ddim | dpmpp_2m | dpmpp_2m_sde | dpmpp_3m | "
-                                         "dpmpp_3m_sde | expint_2m | expint_3m (native, MATH §11) | deis_2m | deis_3m (MATH §12); euler | milstein "
-                                         "| srk (torchsde); `dfc solvers` lists them"),
+                                         "dpmpp_3m_sde | expint_2m | expint_3m (native, MATH §11) | deis_2m | "
+                                         "deis_3m (MATH §12); euler | milstein | srk (torchsde); `dfc solvers` "
+                                         "lists them"),
     backend: Optional[str] = typer.Option(None, help="native | torchsde"),
     grid: Optional[str] = typer.Option(None, help="uniform | karras(rho = 7)"),
     clock: Optional[str] = typer.Option(None, help="t | sigma | sigma2 | logsigma (MATH §9)"),
@@ -197,8 +198,8 @@ def check(
                                   + "; ".join(reasons) + ".")
                 if same_path(*compiled):
                     out_console.print(f"Both meet the tracking condition with the same σ, u and time interval, so "
-                                      f"started at Q_0 both stay on the same Q_t (MATH §3): the same marginals along "
-                                      f"that path, though not from every p_0.")
+                                      f"on the same data, started at Q_0, both stay on the same Q_t (MATH §3): the "
+                                      f"same marginals along that path, though not from every p_0.")
 
     _guard(body)
 
@@ -364,7 +365,8 @@ def bench(
             from dfc.sample import build
 
             b.check_sweeps(spec, sweeps)
-            nfe_text, seeds_text = nfe or SPEC_NFE, seeds or SPEC_SEEDS
+            nfe_text = SPEC_NFE if nfe is None else nfe
+            seeds_text = SPEC_SEEDS if seeds is None else seeds
             try:
                 budgets = [int(v) for v in nfe_text.split(",")]
                 seed_list = [int(v) for v in seeds_text.split(",")]

@@ -290,41 +290,44 @@ def _check_between_points(spec: CompiledSpec) -> None:
                             f"(not only at the {CHECK_POINTS} check points), or change `time` in the run block.")
 
 
-SIGNS = (  # (term, which values are bad, message, hint)
-    ("u", lambda v: v <= 0, "u(t) must be > 0, but u({t}) = {v:.6g}.", "Scale factors are positive."),
-    ("sigma", lambda v: v < 0, "sigma(t) must be >= 0, but sigma({t}) = {v:.6g}.",
-     "sigma is a noise standard deviation."),
-    ("beta", lambda v: v < 0, "beta must be >= 0, but beta = {v:.6g} at t = {t}.",
-     "The discriminator weight is non-negative (MATH §1)."),
-)
+SIGNS = {  # term -> (which values are bad, message, hint)
+    "u": (lambda v: v <= 0, "u(t) must be > 0, but u({t}) = {v:.6g}.", "Scale factors are positive."),
+    "sigma": (lambda v: v < 0, "sigma(t) must be >= 0, but sigma({t}) = {v:.6g}.",
+              "sigma is a noise standard deviation."),
+    "beta": (lambda v: v < 0, "beta must be >= 0, but beta = {v:.6g} at t = {t}.",
+             "The discriminator weight is non-negative (MATH §1)."),
+}
 
 
-def _check_signs(spec: CompiledSpec, ts: np.ndarray, vals: dict, checks) -> None:
-    for name, is_bad, msg, hint in checks:
-        bad = is_bad(vals[name])
-        if bad.any():
-            i = np.argmax(bad.any(axis=1))
-            j = np.argmax(bad[i])
-            raise _fail(spec, name, msg.format(t=f"{ts[i]:.6g}", v=vals[name][i, j]), hint)
+def _check_sign(spec: CompiledSpec, name: str, ts: np.ndarray, v: np.ndarray) -> None:
+    is_bad, msg, hint = SIGNS[name]
+    bad = is_bad(v)
+    if bad.any():
+        i = np.argmax(bad.any(axis=1))
+        raise _fail(spec, name, msg.format(t=f"{ts[i]:.6g}", v=v[i, np.argmax(bad[i])]), hint)
+
+
+def _finite_values(spec: CompiledSpec, name: str, ts: np.ndarray) -> np.ndarray:
+    """The term at the check points; a located error where it is not finite, and for σ and u where their
+    sign is wrong (g², λ² and β divide by them: a zero of u is named at u, not as a pole of the others)."""
+    v = _values(spec, name, ts)
+    bad = ~np.isfinite(v)
+    if bad.any():
+        t = _first(ts, bad)
+        where = {"f": " for some x", "beta": " for some D in [0, 1]"}.get(name, "")
+        raise _fail(spec, name, f"{name} is not finite at t = {t:.6g}{where}.",
+                    f"Keep {name} finite on the time interval [{spec.t0:g}, {spec.t1:g}], or change `time` "
+                    f"in the run block.")
+    if name in ("sigma", "u"):
+        _check_sign(spec, name, ts, v)
+    return v
 
 
 def check_well_posed(spec: CompiledSpec) -> None:
     ts = check_points(spec)
-    vals = {}
-    for name in ("sigma", "u", "g2", "lambda2", "beta", "f"):
-        if name == "g2":  # σ and u first: the other terms divide by them, so a zero of u is named as such
-            _check_signs(spec, ts, vals, SIGNS[:2])
-        v = _values(spec, name, ts)
-        bad = ~np.isfinite(v)
-        if bad.any():
-            t = _first(ts, bad)
-            where = {"f": " for some x", "beta": " for some D in [0, 1]"}.get(name, "")
-            raise _fail(spec, name, f"{name} is not finite at t = {t:.6g}{where}.",
-                        f"Keep {name} finite on the time interval [{spec.t0:g}, {spec.t1:g}], or change `time` "
-                        f"in the run block.")
-        vals[name] = v
+    vals = {name: _finite_values(spec, name, ts) for name in ("sigma", "u", "g2", "lambda2", "beta", "f")}
     _check_between_points(spec)
-    _check_signs(spec, ts, vals, SIGNS[2:])
+    _check_sign(spec, "beta", ts, vals["beta"])  # after the poles: a pole between the points is named as one
     g2, l2 = vals["g2"][:, 0], vals["lambda2"][:, 0]
     tol = 1e-10 * np.maximum(1.0, np.maximum(np.abs(g2), np.abs(l2)))
     bad = g2 - l2 < -tol

@@ -48,7 +48,11 @@ def likelihood_run(spec: CompiledSpec, *, data: Path | None, n_points: int | Non
     target = make_run_target(spec, dtype=torch.float64)
     fields = make_fields(spec, target)  # the target itself, or a learned score
     if data is not None:
-        points = load_points(data, target.dim, target.dtype, target.device)[:n_points]  # None: all of them
+        points = load_points(data, target.dim, target.dtype, target.device)
+        if n_points is not None and n_points > len(points):
+            raise DataError(f"{data}: --points {n_points}, and the file holds {len(points)} points.", None,
+                            f"Use --points {len(points)} or fewer, or leave it out to score them all.")
+        points = points[:n_points]  # None: all of them
     else:
         points = target.sample(n_points or 1000, generator_for(spec.run.device, seed + 17))
     source = sp_source(spec, target, seed=seed, prefer_estimate=prefer_estimate)

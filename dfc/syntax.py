@@ -323,9 +323,8 @@ def _syntax_error(exc: LarkError, src: str, file: str, line_offset=0, col_offset
         hint = f"Expected one of: {shown}." if shown else None
         misspelt = _misspelt_keyword(src, line, col)
         if misspelt is not None:  # `parm kappa = 0.5`: the first word is the mistake, not the second
-            col, keyword = misspelt
-            what, hint = f"{what.removesuffix('.')} after {src.splitlines()[line - 1][col - 1:].split()[0]!r}", \
-                f"Did you mean {keyword!r}?"
+            col, word, keyword = misspelt
+            what, hint = f"{what} after {word!r}", f"Did you mean {keyword!r}?"
         span = span_from_text(file, src, line, col)
         if line == 1 and col_offset:
             span = Span(file, line + line_offset, col + col_offset, " " * col_offset + span.text)
@@ -338,24 +337,26 @@ def _syntax_error(exc: LarkError, src: str, file: str, line_offset=0, col_offset
 KEYWORDS = ("spec", "extends", "param", "prior", "run", "end")
 
 
-def _misspelt_keyword(src: str, line: int, col: int) -> tuple[int, str] | None:
-    """(column, keyword) when the error is at the second word of a line whose first word is close to a
-    statement keyword but is not one (`parm kappa = 0.5`, `rum steps = 8`)."""
+def _misspelt_keyword(src: str, line: int, col: int) -> tuple[int, str, str] | None:
+    """(column, word, keyword) when the error is at the second word of a line whose first word is a bare
+    name close to a statement keyword (`parm kappa = 0.5`, `rum steps = 8`), or at the end of a text
+    whose last line is one word close to `end` (`edn`)."""
     import difflib
 
     lines = src.splitlines()
     if not 1 <= line <= len(lines):
         return None
     words = list(re.finditer(r"\S+", lines[line - 1]))
-    if len(words) == 1 and line == len(lines) and col == len(lines[-1]) + 1:  # a last line `edn`
-        close = difflib.get_close_matches(words[0].group(), ("end",), n=1, cutoff=0.6)
-        return (words[0].start() + 1, close[0]) if close else None
-    if len(words) < 2 or words[1].start() + 1 != col or words[0].group() in KEYWORDS:
+    if not words or words[0].group() in KEYWORDS or not re.fullmatch(r"[A-Za-z_]\w*", words[0].group()):
         return None
-    if not re.fullmatch(r"[A-Za-z_]\w*", words[0].group()) or words[1].group()[0] in "=(":
-        return None  # `t_end = 1`, `send(t) = t`: a statement of its own, the error is elsewhere
-    close = difflib.get_close_matches(words[0].group(), KEYWORDS, n=1, cutoff=0.6)
-    return (words[0].start() + 1, close[0]) if close else None
+    if len(words) == 1 and line == len(lines) and col == len(lines[-1]) + 1:
+        known = ("end",)
+    elif len(words) >= 2 and words[1].start() + 1 == col and words[1].group()[0] not in "=(":
+        known = KEYWORDS  # (`t_end = 1`, `send(t) = t` are statements of their own: the error is elsewhere)
+    else:
+        return None
+    close = difflib.get_close_matches(words[0].group(), known, n=1, cutoff=0.6)
+    return (words[0].start() + 1, words[0].group(), close[0]) if close else None
 
 
 _TERMINALS = {"NAME": "a name", "NUMBER": "a number", "SIGNED_NUMBER": "a number", "STRING": "a \"string\"",

@@ -178,6 +178,13 @@ def test_standing_ranks_and_calls_beyond_noise():
     assert row["rank"] == "5 of 5" and row["vs it"] == "worse" and row[b.METRIC] == math.inf
 
 
+def test_bad_spec_benchmark_budgets_exit_2(tmp_path, monkeypatch):
+    monkeypatch.setattr(b, "RESULTS", tmp_path / "results")
+    for bad in ("", "4,,8", "four"):
+        r = CliRunner().invoke(app, ["bench", "ve_ode", "--nfe", bad, "--no-peers"])
+        assert r.exit_code == 2 and "comma-separated whole numbers" in r.output and "Traceback" not in r.output
+
+
 def test_a_spec_with_a_suite_refuses_its_own_settings_and_a_name_clash(tmp_path, monkeypatch):
     monkeypatch.setattr(b, "RESULTS", tmp_path / "results")
     spec = tmp_path / "half.dfs"

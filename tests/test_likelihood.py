@@ -120,6 +120,10 @@ def test_cli_nll_scores_the_first_points_of_a_data_file(tmp_path):
                                      "--out", str(out)])
         assert r.exit_code == 0, r.output
         assert len(json.loads((out / "nll.json").read_text())["per_point_nll"]) == n
+    r = CliRunner().invoke(app, ["nll", "ve_ode", "--data", str(tmp_path / "pts.npy"), "--points", "61", "--no-elbo",
+                                 "--out", str(tmp_path / "more")])  # more than the file holds: no silent 60
+    assert r.exit_code == 2 and "holds 60 points" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "more").exists()
 
 
 def test_cli_nll_writes_one_set_and_refuses_a_folder_of_other_files(tmp_path):
