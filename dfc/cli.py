@@ -231,6 +231,8 @@ def _print_report(r: dict, latex: bool) -> None:
     c.print(f"  linear part (MATH §11, drift = L x + c D + N): {r['linear_part']}", highlight=False)
     if r.get("tracking_note"):
         c.print(f"  {r['tracking_note']}", highlight=False)
+    if r.get("end_law"):
+        c.print(f"  end law: {r['end_law']}", highlight=False)
     if latex:
         c.print("  LaTeX:", highlight=False)
         c.print(r["latex"], markup=False, highlight=False)

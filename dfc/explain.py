@@ -156,6 +156,12 @@ def report(spec: CompiledSpec) -> dict:
     kind = "pure GAN flow (g = 0)" if spec.exprs["g2"] == 0 else (
         "score/Langevin-type sampler (β = ½g², no GAN part)" if not spec.has_gan_part else "mixed GAN + score dynamics")
     out["kind"] = kind
+    from dfc.moments import end_law
+
+    law = end_law(spec)
+    if law is not None:
+        out["end_law"] = law.describe()
+        out["end_law_w2"] = law.w2_q
     if not track.holds:
         out["tracking_note"] = ("The spec relies on its GAN part to pull p_t toward Q_t." if spec.has_gan_part else
                                 "With no GAN part nothing pulls p_t back toward Q_t; p_t follows its own marginal class.")

@@ -12,6 +12,8 @@ population estimate of s_p and by the tests as the reference solution.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.integrate import solve_ivp
 
@@ -57,3 +59,46 @@ class GaussianMarginals:
         y = self.sol.sol(min(max(t, self.t0), self.t1))
         cov = y[self.d:].reshape(self.d, self.d)
         return y[: self.d], 0.5 * (cov + cov.T)
+
+
+@dataclass(frozen=True)
+class EndLaw:
+    """The spec's mean-field law at t1 on the one-dimensional target q = N(0, 1) (MATH §6, "end law")."""
+
+    mean: float  # of p_T, in the particles' scale
+    var: float  # of p_T, in the particles' scale
+    var_q: float  # of Q_T = N(0, (1 + σ_T²)/u_T²), the law p_T should equal
+    w2_q: float  # W2 between p_T in data units (x·u_T) and q itself
+
+    @property
+    def var_ratio(self) -> float:
+        return self.var / self.var_q
+
+    def describe(self) -> str:
+        return (f"on q = N(0, 1), exact s_p and no discretisation (MATH §6, end law), p_T has variance "
+                f"{self.var:.4g} against Q_T's {self.var_q:.4g} (ratio {self.var_ratio:.4g}) and mean {self.mean:.2g}: "
+                f"W2 to q = {self.w2_q:.3g}.")
+
+
+def end_law(spec) -> EndLaw | None:
+    """p_T on q = N(0, 1) from the moment ODEs, or None where they do not apply (f not linear in x, β with
+    D, a prior that is not Gaussian). A spec whose p_T differs from Q_T here is biased at every N and
+    every step count: its sliced W2 to q tends to a positive constant as the particle count grows."""
+    if spec.f_linear is None or spec.uses_D or spec.ir.prior.kind not in ("normal", "target"):
+        return None
+    t0, t1 = spec.t0, spec.t1
+    sigma0, u0 = spec.at("sigma", t0), spec.at("u", t0)
+    if spec.ir.prior.kind == "target":
+        mu0, var0 = 0.0, (1 + sigma0**2) / u0**2
+    else:
+        kw = dict(spec.prior_values[1:])
+        mu0, var0 = kw.get("mean", 0.0), kw.get("scale", 1.0) ** 2
+    try:
+        law = GaussianMarginals(spec, np.zeros(1), np.eye(1), np.array([mu0]), np.array([[var0]]))
+    except ConfigError:
+        return None
+    mu, cov = law(t1)
+    sigma1, u1 = spec.at("sigma", t1), spec.at("u", t1)
+    mean, var = float(mu[0]), float(cov[0, 0])
+    w2 = float(np.hypot(u1 * mean, u1 * np.sqrt(max(var, 0.0)) - 1.0))
+    return EndLaw(mean, var, (1 + sigma1**2) / u1**2, w2)

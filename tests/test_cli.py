@@ -108,6 +108,7 @@ def test_check_explains_and_compares(tmp_path):
     assert "kappa*r(t)" in r.output and "tracking condition holds" in r.output and "\\begin{aligned}" in r.output
     r = invoke("check", "analytic_continuation", "--no-latex")
     assert "fails" in r.output and "relies on its GAN part" in r.output
+    assert "(ratio 1.75)" in " ".join(r.output.split())  # its end law on N(0, 1), MATH §6: biased at every N
     (tmp_path / "more_g.dfs").write_text('spec more_g extends ve_sde "same class, more noise"\n'
                                          '  beta(t) = r(t)\n  g2(t) = 5*r(t)\nend\n')
     r = invoke("check", "ve_sde", tmp_path / "more_g.dfs", "--no-latex")

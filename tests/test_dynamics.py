@@ -239,3 +239,46 @@ def test_kde_gan_field_vanishes_when_p_equals_q():
     unpaired = s_q - drift.estimator(x, t, False)[0]
     assert float(unpaired.pow(2).mean()) == pytest.approx(0.25 * float(x.pow(2).mean()), rel=0.1)
     assert float(gan.pow(2).mean()) < 0.05 * float(unpaired.pow(2).mean())
+
+
+def _end_variance_ratio(b: float, ell: float, c_ratio: float) -> float:
+    """MATH §6, end law: Σ̃_T/C̃_T for β = b r, λ² = ℓ r, started at Q_0 (C̃_T/C̃_0 = c_ratio)."""
+    return (2 * b - ell) / (2 * b - 1) + (ell - 1) / (2 * b - 1) * c_ratio ** (2 * b - 1)
+
+
+@pytest.mark.parametrize("kappa,c", [(0.5, 0.5), (2.0, 0.5), (0.5, 2.0)])
+def test_analytic_continuation_end_law_closed_form(kappa, c):
+    """MATH §6 (end law): with λ² = −c r and β = (1 + κ) r (η = 1) the moment ODEs end at
+    (2b − ℓ)/(2b − 1) times Q_T's variance, b = 1 + κ, ℓ = −c: 7/4 for the preset, not 1."""
+    from dfc.moments import end_law
+
+    spec = compile_spec(load_spec(preset_dir() / "analytic_continuation.dfs"), {"kappa": str(kappa), "c": str(c)})
+    sigma0, sigma1 = spec.at("sigma", spec.t0), spec.at("sigma", spec.t1)
+    law = end_law(spec)
+    # the preset's prior is N(0, σ_max²), not Q_0 = N(0, 1 + σ_max²): a relative 1/σ_max² ≈ 2e-4 at the start
+    want = _end_variance_ratio(1 + kappa, -c, (1 + sigma1**2) / (1 + sigma0**2))
+    assert law.var_ratio == pytest.approx(want, rel=1e-6)
+    assert law.mean == pytest.approx(0.0, abs=1e-9)
+    assert law.w2_q == pytest.approx(math.sqrt(want * (1 + sigma1**2)) - 1, rel=1e-5)
+
+
+def test_tracking_specs_end_at_q_t():
+    """ℓ = 1 (the tracking condition, MATH §3): the end law is Q_T whatever the GAN weight b."""
+    from dfc.moments import end_law
+
+    for kappa in ("0", "0.5", "3"):
+        law = end_law(compile_spec(load_spec(preset_dir() / "diffusion_gan.dfs"), {"kappa": kappa}))
+        assert law.var_ratio == pytest.approx(1.0, abs=1e-4) and law.w2_q < 1e-4
+    assert _end_variance_ratio(2.0, 1.0, 0.5) == 1.0
+
+
+def test_analytic_continuation_particles_end_at_the_closed_form():
+    """The sampler itself (Gaussian-fit s_p, MATH §5) on q = N(0, 1) ends near 7/4 × Q_T's variance, the
+    end law of MATH §6, not at q: the preset is biased at every N. Euler's O(step) bias at 1,024
+    log-σ steps is about +0.01 here; the Monte-Carlo sd of a variance at N = 20,000 is 1.75 √(2/N) ≈ 0.018."""
+    spec = compile_spec(load_spec(preset_dir() / "analytic_continuation.dfs"), None,
+                        {"target": "gaussian(mean = [0], std = 1)", "fields": "exact + gauss", "samples": "20000",
+                         "steps": "1024", "clock": "logsigma", "denoise": "false"})
+    x, _, _ = run64(spec)
+    var = float(x.double().var())
+    assert var == pytest.approx(1.75, abs=0.07), var
