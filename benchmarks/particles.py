@@ -156,7 +156,7 @@ def own_laws(df: pd.DataFrame, summ: pd.DataFrame) -> pd.DataFrame:
         out[f"bound_{nfe}"] = [(ratio2k.get((r.spec, r.target, nfe), math.nan) + 0.2) * r.floor
                                for r in out.itertuples()]
     laws = {name: end_law(compile_spec(load_spec(name))) for name in out["spec"].unique()}
-    out["end_law_w2"] = [laws[name].w2_q if laws[name] else math.nan for name in out["spec"]]
+    out["end_law_w2"] = [laws[name].w2_Q if laws[name] else math.nan for name in out["spec"]]
     return out
 
 
@@ -200,13 +200,12 @@ def markdown(summ: pd.DataFrame, sizes, seeds, own: pd.DataFrame | None = None) 
         n = int(own["n"].iloc[0])
         lines += [f"## The presets' own laws (N = {n:,}, {LIMIT_NFE} NFE)", "",
                   f"Each preset run with {LIMIT_NFE} NFE at N = {n:,} (seeds {', '.join(map(str, seeds))}): the law "
-                  f"its 8- and 16-NFE runs approximate, with the discretisation error gone (where checked, 256 NFE moved a row "
-                  f"by less than 0.005: diffflow_gan and analytic_continuation on grid25, seed 2, 0.183 → 0.185 and "
-                  f"0.263 → 0.266). `bound @ k`: the sliced W2 the ratio criterion allows the k-NFE run "
-                  f"at this N, (N = {min(sizes):,} ratio + 0.2) × floor. `end law`: W2 to q of the preset's "
-                  f"mean-field law on q = N(0, 1), exact s_p, no discretisation (MATH §6, end law).", "",
+                  f"its 8- and 16-NFE runs approximate, with the discretisation error gone (`own_law.md` compares 128 with 256 "
+                  f"NFE). `bound @ k`: the sliced W2 the ratio criterion allows the k-NFE run "
+                  f"at this N, (N = {min(sizes):,} ratio + 0.2) × floor. `end law`: W2 between the preset's "
+                  f"mean-field law at T and Q_T on q = N(0, 1), exact s_p, no discretisation (MATH §6, end law).", "",
                   f"| spec | target | own law ({LIMIT_NFE} NFE) | floor | bound @ 8 | bound @ 16 | own law within "
-                  f"both | end law W2 on N(0, 1) |",
+                  f"both | end law: W2 to Q_T on N(0, 1) |",
                   "|---|---|---|---|---|---|---|---|"]
         for r in own.sort_values(["spec", "target"]).itertuples():
             within = r.own <= min(r.bound_8, r.bound_16)

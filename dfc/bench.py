@@ -1177,6 +1177,7 @@ def gan_vs_peers(summ: pd.DataFrame, budgets=(4, 8, 16)) -> pd.DataFrame:
 
 
 SCALE_REPORTS = (("particles.md", "Quality against the particle count (benchmarks/particles.py)"),
+                 ("own_law.md", "The GAN-part presets' own laws (benchmarks/own_law.py)"),
                  ("scaling.md", "Cost against the particle count (benchmarks/scaling.py)"),
                  ("estimators.md", "Population estimates of s_p (benchmarks/estimators.py)"),
                  ("threads.md", "Threads (benchmarks/threads.py)"),

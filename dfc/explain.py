@@ -161,7 +161,7 @@ def report(spec: CompiledSpec) -> dict:
     law = end_law(spec)
     if law is not None:
         out["end_law"] = law.describe()
-        out["end_law_w2"] = law.w2_q
+        out["end_law_w2"] = law.w2_Q
     if not track.holds:
         out["tracking_note"] = ("The spec relies on its GAN part to pull p_t toward Q_t." if spec.has_gan_part else
                                 "With no GAN part nothing pulls p_t back toward Q_t; p_t follows its own marginal class.")

@@ -15,14 +15,12 @@ from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
-import torch
 import typer
 from rich.table import Table
 
 from dfc.clikit import THREADS_HELP, err_console, guard, out_console
 from dfc.clikit import pairs as _pairs
 from dfc.errors import ConfigError
-from dfc.threads import use_threads
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Learn fields from data: score networks, discriminator stacks (Alg. 2), GAN generators (Alg. 1).")
@@ -130,6 +128,8 @@ def _loss_plot(folder: Path, series: dict, title: str, xlabel: str = "step", log
 def compare(x: torch.Tensor, info: dict, seed: int = 0) -> dict:
     """Sliced W2 and MMD of samples against held-out data, and their floor (another held-out draw, or
     for the digits training images against the held-out ones, of the same size)."""
+    import torch
+
     from dfc.data import held_out
     from dfc.metrics import mmd, sliced_w2
 
@@ -156,6 +156,8 @@ def compare(x: torch.Tensor, info: dict, seed: int = 0) -> dict:
 
 
 def pictures(folder: Path, x: torch.Tensor, info: dict, title: str) -> dict:
+    import torch
+
     from dfc.data import law
     from dfc.io import atomic_save_figure
     from dfc.plot import image_grid, scatter_over_density
@@ -224,6 +226,7 @@ def score_cmd(
 
     def body():
         from dfc.io import atomic_write_json
+        from dfc.threads import use_threads
         from dfc.train import ScoreConfig, train_score
 
         x, info = _data(target, data, points)
@@ -300,7 +303,10 @@ def disc_cmd(
         from dfc.io import atomic_write_json
         from dfc.learned import load_score, resolve, score_record
         from dfc.sample import build
+        import torch
+
         from dfc.targets import DataSet
+        from dfc.threads import use_threads
         from dfc.train import DiscConfig, train_disc
 
         x, info = _data(target, data, points)
@@ -393,7 +399,10 @@ def gan_cmd(
     def body():
         from dfc.io import atomic_save_npy, atomic_write_json
         from dfc.sample import build
+        import torch
+
         from dfc.ddp import from_env
+        from dfc.threads import use_threads
         from dfc.train import GanConfig, check_gan_flow, load_generator, train_gan
 
         if from_env().size > 1:

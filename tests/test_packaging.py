@@ -75,3 +75,14 @@ def test_wheel_installed_elsewhere_runs_the_quick_suite(tmp_path):
     r = run(py, "-c", code, "bench", "--quick", "--jobs", "2", cwd=work, env=env)
     assert (work / "bench-results" / "quick" / "results.csv").exists(), r.stdout + r.stderr
     assert len(list((work / "bench-results" / "cache").glob("*.json"))) > 10
+
+
+def test_the_cli_starts_without_torch():
+    """`dfc --help` and a command's --help answer in well under a second: loading the CLI imports no
+    torch (about 3 s on 2 cores); each command imports what it runs."""
+    import subprocess
+    import sys
+
+    code = "import sys, dfc.cli; print(sorted(m for m in ('torch', 'scipy', 'sympy') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
