@@ -109,6 +109,9 @@ def test_check_explains_and_compares(tmp_path):
     r = invoke("check", "analytic_continuation", "--no-latex")
     assert "fails" in r.output and "relies on its GAN part" in r.output
     assert "(ratio 1.75)" in " ".join(r.output.split())  # its end law on N(0, 1), MATH §6: biased at every N
+    words = " ".join(invoke("check", "diffflow_gan", "--no-latex").output.split())
+    assert "W2 to Q_T = 0.000993" in words and "between modes" in words  # Gaussian end law fine, modes are not
+    assert "between modes" not in " ".join(invoke("check", "diffusion_gan", "--no-latex").output.split())
     (tmp_path / "more_g.dfs").write_text('spec more_g extends ve_sde "same class, more noise"\n'
                                          '  beta(t) = r(t)\n  g2(t) = 5*r(t)\nend\n')
     r = invoke("check", "ve_sde", tmp_path / "more_g.dfs", "--no-latex")
