@@ -1,7 +1,7 @@
 """dfc: the DiffFlow spectrum as a language (arXiv 2307.02159).
 
 The Python API (README, "Python"): `dfc.compile(spec, **params_and_run)` returns a `Sampler`
-(`.sample`, `.sigmas`, `.prior`, `.torchsde`); `dfc.Denoiser` / `dfc.Score` say what a model
+(`.sample`, `.sigmas`, `.prior`, `.torchsde`, `.end_law`); `dfc.Denoiser` / `dfc.Score` say what a model
 computes; `dfc.kdiffusion_sampler(sampler)` is a k-diffusion sampling function;
 `dfc.from_diffusers(eps_model, alphas_cumprod)` a denoiser from an ε-prediction model;
 `dfc.metrics` the sample-quality metrics. Attributes load on first use (importing dfc is cheap).

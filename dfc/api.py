@@ -124,6 +124,15 @@ class Sampler:
             s = np.append(s, 0.0)
         return torch.tensor(s, dtype=torch.float32)
 
+    def end_law(self):
+        """Where the spec's mean-field law ends on q = N(0, 1) with the exact s_p and no discretisation
+        (MATH §6, end law): a dfc.moments.EndLaw (variance against Q_T's, W2 to Q_T and to q), or None
+        where the moment equations do not apply. `w2_Q > 0` is a bias no particle count or step count
+        removes (analytic_continuation: 7/4 of Q_T's variance)."""
+        from dfc.moments import end_law
+
+        return end_law(self.spec)
+
     def _counts(self, n, seed, where: str) -> tuple[int, int]:
         """n and seed as the run entries `samples` and `seed` are checked (the run's own when None)."""
         from dfc.runconfig import run_config
