@@ -20,8 +20,9 @@ checkerboard too:
    g only). One seed: a hypothesis-level sweep.
 
     python benchmarks/own_law.py [--jobs 2] [--n 100000] [--seeds 2,3,4]
+    python benchmarks/own_law.py --from-csv   # the report and plot again from own_law.csv, nothing run
 
-Writes benchmarks/results/own_law.md. Cells run one thread each, `--jobs` at a time.
+Writes benchmarks/results/own_law.{csv,md,png}. Cells run one thread each, `--jobs` at a time.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def cell(spec: str, target_name: str, nfe: int, n: int, seed: int, sets: tuple =
         k = torch.cdist(x, means).argmin(1)
         mass = torch.bincount(k, minlength=len(means)).double().numpy() / len(x) * len(means)
         grid = mass.reshape(5, 5)
-        row |= {"centre": grid[2, 2], "corners": float(np.mean([grid[0, 0], grid[0, 4], grid[4, 0], grid[4, 4]])),
+        row |= {"masses": " ".join(f"{v:.4f}" for v in mass), "centre": grid[2, 2], "corners": float(np.mean([grid[0, 0], grid[0, 4], grid[4, 0], grid[4, 4]])),
                 "mass_min": mass.min(), "mass_max": mass.max(), "mass_sd": mass.std(),
                 "mode_sd": float((x - means[k]).std(0).mean())}
     return row
@@ -114,7 +115,8 @@ def markdown(df: pd.DataFrame, n: int, seeds: list[int], seconds: float) -> str:
     lines = ["# The GAN-part presets' own laws", "",
              f"`python benchmarks/own_law.py` at N = {n:,}; mean ± sd over seeds {', '.join(map(str, seeds))} where "
              f"several, else seed {seeds[0]}. Mode masses ×25 (the target's: 1); `mode sd`: the particles' sd "
-             f"about their nearest mode (q's: 0.1). Module doc for what each part asks.", ""]
+             f"about their nearest mode (q's: 0.1). Module doc for what each part asks. The masses of parts 2–4 "
+             f"as 5×5 maps: `benchmarks/results/own_law.png`.", ""]
     steps = df[df["part"] == "steps"].pivot_table(index=["spec", "target"], columns="nfe", values="sliced_w2")
     lines += ["## 1. Steps: the own law at 128 and 256 NFE", "", "| spec | target | 128 NFE | 256 NFE | change |",
               "|---|---|---|---|---|"]
@@ -149,21 +151,61 @@ def markdown(df: pd.DataFrame, n: int, seeds: list[int], seconds: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(df: pd.DataFrame, path: Path) -> None:
+    """grid25's mode masses (×25, mean over seeds) of each own law and each start, as 5×5 maps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dfc.io import atomic_save_figure
+
+    panels = []
+    for (_, spec, nfe, settings), g in df[df["part"].isin(["masses", "start", "bandwidth"])].groupby(
+            ["part", "spec", "nfe", "settings"], sort=False):
+        panels.append((f"{spec}, {nfe} NFE" + ("" if settings == "default" else f"\n{settings}"), g))
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.4 * len(panels) + 1, 3.0), squeeze=False, layout="constrained")
+    for ax, (title, g) in zip(axes[0], panels):
+        grid = np.mean([np.array(m.split(), float) for m in g["masses"]], axis=0).reshape(5, 5)
+        image = ax.imshow(grid.T, origin="lower", cmap="RdBu_r", vmin=0.5, vmax=1.5)
+        for i, j in itertools.product(range(5), range(5)):
+            ax.text(i, j, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7)
+        ax.set_title(title, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="mode mass × 25 (target: 1)")
+    fig.suptitle("grid25: where each law puts its mass", fontsize=10)
+    atomic_save_figure(path, fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--seeds", default="2,3,4")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--from-csv", action="store_true", help="write the report from OUT/own_law.csv; run nothing")
     args = ap.parse_args()
     from dfc.io import atomic_write_text
 
-    seeds = [int(v) for v in args.seeds.split(",")]
-    start = time.perf_counter()
-    df = run_all(args.n, seeds, args.jobs)
-    atomic_write_text(args.out / "own_law.csv", df.to_csv(index=False))
-    text = markdown(df, args.n, seeds, time.perf_counter() - start)
+    if args.from_csv:
+        if not (args.out / "own_law.csv").is_file():
+            raise SystemExit(f"--from-csv: {args.out / 'own_law.csv'} does not exist; run "
+                             f"`python benchmarks/own_law.py` first (it writes that file).")
+        df = pd.read_csv(args.out / "own_law.csv")
+        seeds, n = sorted(df["seed"].unique()), int(df["n"].iloc[0])
+        previous = (args.out / "own_law.md").read_text() if (args.out / "own_law.md").exists() else ""
+        seconds = next((float(line.split()[3]) for line in previous.splitlines() if line.startswith("Total wall")),
+                       float("nan"))
+    else:
+        seeds, n = [int(v) for v in args.seeds.split(",")], args.n
+        start = time.perf_counter()
+        df = run_all(n, seeds, args.jobs)
+        atomic_write_text(args.out / "own_law.csv", df.to_csv(index=False))
+        seconds = time.perf_counter() - start
+    text = markdown(df, n, seeds, seconds)
     atomic_write_text(args.out / "own_law.md", text)
+    plot(df, args.out / "own_law.png")
     print(text)
 
 
