@@ -66,7 +66,8 @@ def cell(spec: str, target_name: str, nfe: int, n: int, seed: int, sets: tuple =
         k = torch.cdist(x, means).argmin(1)
         mass = torch.bincount(k, minlength=len(means)).double().numpy() / len(x) * len(means)
         grid = mass.reshape(5, 5)
-        row |= {"masses": " ".join(f"{v:.4f}" for v in mass), "centre": grid[2, 2], "corners": float(np.mean([grid[0, 0], grid[0, 4], grid[4, 0], grid[4, 4]])),
+        corners = float(np.mean([grid[0, 0], grid[0, 4], grid[4, 0], grid[4, 4]]))
+        row |= {"masses": " ".join(f"{v:.4f}" for v in mass), "centre": grid[2, 2], "corners": corners,
                 "mass_min": mass.min(), "mass_max": mass.max(), "mass_sd": mass.std(),
                 "mode_sd": float((x - means[k]).std(0).mean())}
     return row
@@ -116,7 +117,7 @@ def markdown(df: pd.DataFrame, n: int, seeds: list[int], seconds: float) -> str:
              f"`python benchmarks/own_law.py` at N = {n:,}; mean ± sd over seeds {', '.join(map(str, seeds))} where "
              f"several, else seed {seeds[0]}. Mode masses ×25 (the target's: 1); `mode sd`: the particles' sd "
              f"about their nearest mode (q's: 0.1). Module doc for what each part asks. The masses of parts 2–4 "
-             f"as 5×5 maps: `benchmarks/results/own_law.png`.", ""]
+             f"as 5×5 maps: `own_law.png` beside this file.", ""]
     steps = df[df["part"] == "steps"].pivot_table(index=["spec", "target"], columns="nfe", values="sliced_w2")
     lines += ["## 1. Steps: the own law at 128 and 256 NFE", "", "| spec | target | 128 NFE | 256 NFE | change |",
               "|---|---|---|---|---|"]
@@ -152,7 +153,8 @@ def markdown(df: pd.DataFrame, n: int, seeds: list[int], seconds: float) -> str:
 
 
 def plot(df: pd.DataFrame, path: Path) -> None:
-    """grid25's mode masses (×25, mean over seeds) of each own law and each start, as 5×5 maps."""
+    """grid25's mode masses (×25, mean over seeds) of parts 2–4 (the own laws, the other starts, the
+    bandwidth) as 5×5 maps."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -193,7 +195,8 @@ def main() -> None:
             raise SystemExit(f"--from-csv: {args.out / 'own_law.csv'} does not exist; run "
                              f"`python benchmarks/own_law.py` first (it writes that file).")
         df = pd.read_csv(args.out / "own_law.csv")
-        seeds, n = sorted(df["seed"].unique()), int(df["n"].iloc[0])
+        first = int(df[df["part"] == "steps"]["seed"].iloc[0])  # the one-seed parts ran on the first seed given
+        seeds, n = [first] + sorted(set(df["seed"].unique()) - {first}), int(df["n"].iloc[0])
         previous = (args.out / "own_law.md").read_text() if (args.out / "own_law.md").exists() else ""
         seconds = next((float(line.split()[3]) for line in previous.splitlines() if line.startswith("Total wall")),
                        float("nan"))
@@ -205,7 +208,8 @@ def main() -> None:
         seconds = time.perf_counter() - start
     text = markdown(df, n, seeds, seconds)
     atomic_write_text(args.out / "own_law.md", text)
-    plot(df, args.out / "own_law.png")
+    if "masses" in df:  # a CSV from before the masses were kept has no maps to draw
+        plot(df, args.out / "own_law.png")
     print(text)
 
 

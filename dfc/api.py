@@ -127,8 +127,10 @@ class Sampler:
     def end_law(self):
         """Where the spec's mean-field law ends on q = N(0, 1) with the exact s_p and no discretisation
         (MATH §6, end law): a dfc.moments.EndLaw (variance against Q_T's, W2 to Q_T and to q), or None
-        where the moment equations do not apply. `w2_Q > 0` is a bias no particle count or step count
-        removes (analytic_continuation: 7/4 of Q_T's variance)."""
+        where the moment equations do not apply. A `w2_Q` clearly above 0 (the tracking presets give
+        below 1e-4: what an ODE keeps of a prior slightly off Q_0) is a bias no particle count or step count removes
+        (analytic_continuation: 7/4 of Q_T's variance). Off the tracking class a mixture's modes can
+        still get wrong masses with a `w2_Q` near 0 (diffflow_gan; benchmarks/own_law.py)."""
         from dfc.moments import end_law
 
         return end_law(self.spec)

@@ -232,7 +232,8 @@ def _print_report(r: dict, latex: bool) -> None:
     if r.get("tracking_note"):
         c.print(f"  {r['tracking_note']}", highlight=False)
     if r.get("end_law"):
-        c.print(f"  end law: {r['end_law']}", highlight=False)
+        c.print(f"  end law: {r['end_law']}" + (f" {r['end_law_note']}" if r.get("end_law_note") else ""),
+                highlight=False)
     if latex:
         c.print("  LaTeX:", highlight=False)
         c.print(r["latex"], markup=False, highlight=False)

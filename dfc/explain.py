@@ -131,6 +131,10 @@ def same_marginal_class(a: CompiledSpec, b: CompiledSpec) -> tuple[bool, list[st
     return not reasons, reasons
 
 
+END_LAW_NOTE = ("A single Gaussian does not show how mass is shared between modes: off the tracking class that "
+                "can be wrong too (diffflow_gan on grid25, benchmarks/own_law.py).")
+
+
 def report(spec: CompiledSpec) -> dict:
     """Everything `dfc check` prints, as data."""
     ir = spec.ir
@@ -162,8 +166,7 @@ def report(spec: CompiledSpec) -> dict:
     if law is not None:
         out["end_law"] = law.describe()
         if not track.holds and law.var > 0:  # off the tracking class a mixture's modes can still get wrong masses
-            out["end_law"] += (" A single Gaussian does not show how mass is shared between modes: off the "
-                               "tracking class that can be wrong too (diffflow_gan on grid25, benchmarks/own_law.py).")
+            out["end_law_note"] = END_LAW_NOTE
         out["end_law_w2"] = law.w2_Q
     if not track.holds:
         out["tracking_note"] = ("The spec relies on its GAN part to pull p_t toward Q_t." if spec.has_gan_part else
