@@ -18,6 +18,9 @@ checkerboard too:
 5. **diffusion_gan's settings at 8 NFE** (its own law is exact): η, the clock and the grid's ρ,
    the sampler settings a few-step run could change without changing the law (MATH §3: η changes
    g only). One seed: a hypothesis-level sweep.
+6. **diffusion_gan and the bandwidth floor** at 8 and 16 NFE: the default estimator against
+   `kde(cfl = 0)` (no floor). Equal rows mean the floor does not bind, so what separates the coarse
+   runs from the own law is the discretisation alone.
 
     python benchmarks/own_law.py [--jobs 2] [--n 100000] [--seeds 2,3,4]
     python benchmarks/own_law.py --from-csv   # the report and plot again from own_law.csv, nothing run
@@ -87,6 +90,9 @@ def tasks(n: int, seeds: list[int], folder: Path) -> list[tuple]:
     for seed in seeds:
         out.append(("bandwidth", ("diffflow_gan", "grid25", 128, n, seed, (("fields", "exact + kde(h = 0.8)"),))))
         out.append(("bandwidth", ("diffflow_gan", "grid25", 8, n, seed)))
+    for target, nfe, fields in itertools.product(("grid25", "checkerboard", "ring8"), (8, 16),
+                                                 ("exact + kde", "exact + kde(cfl = 0)")):
+        out.append(("floor", ("diffusion_gan", target, nfe, n, seeds[0], (("fields", fields),))))
     for target, sets in itertools.product(("grid25", "checkerboard", "ring8"), [{}] + SWEEP):
         out.append(("sweep", ("diffusion_gan", target, 8, n, seeds[0], tuple(sets.items()))))
     return out
@@ -147,8 +153,18 @@ def markdown(df: pd.DataFrame, n: int, seeds: list[int], seconds: float) -> str:
     for settings, r in sweep.iterrows():
         lines.append(f"| {settings} | " + " | ".join(f"{v:.4f}" for v in r) + " |")
     best = sweep.idxmin()
-    lines += ["", "Best per target: " + ", ".join(f"{t}: {best[t]}" for t in sweep.columns) + ".", "",
-              f"Total wall time {seconds:.0f} s."]
+    lines += ["", "Best per target: " + ", ".join(f"{t}: {best[t]}" for t in sweep.columns) + ".", ""]
+    floor = df[df["part"] == "floor"]
+    if not floor.empty:
+        table = floor.pivot_table(index=["target", "nfe"], columns="settings", values="sliced_w2")
+        default, off = "fields = exact + kde", "fields = exact + kde(cfl = 0)"
+        lines += [f"## 6. diffusion_gan: does the bandwidth floor bind? (seed {seeds[0]})", "",
+                  "| target | NFE | default (floor) | cfl = 0 (no floor) | equal |", "|---|---|---|---|---|"]
+        for (target, nfe), r in table.iterrows():
+            lines.append(f"| {target} | {nfe} | {r[default]:.4f} | {r[off]:.4f} | "
+                         f"{'yes' if r[default] == r[off] else '**no**'} |")
+        lines.append("")
+    lines.append(f"Total wall time {seconds:.0f} s.")
     return "\n".join(lines) + "\n"
 
 
