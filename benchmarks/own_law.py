@@ -40,6 +40,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from particles import LIMIT_NFE
+from reporting import WALL_LINE, particle_count, previous_run, whole_numbers
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PRESETS = ("diffflow_gan", "analytic_continuation", "diffusion_gan")
@@ -79,7 +81,7 @@ def cell(spec: str, target_name: str, nfe: int, n: int, seed: int, sets: tuple =
 def tasks(n: int, seeds: list[int], folder: Path) -> list[tuple]:
     out = []
     for spec, target, nfe in itertools.product(("diffflow_gan", "analytic_continuation"), ("grid25", "checkerboard"),
-                                               (128, 256)):
+                                               (LIMIT_NFE, 2 * LIMIT_NFE)):
         out.append(("steps", (spec, target, nfe, n, seeds[0])))
     for spec, seed in itertools.product(PRESETS, seeds):
         out.append(("masses", (spec, "grid25", 128, n, seed)))
@@ -118,7 +120,7 @@ def _ms(g: pd.Series, digits: int = 3) -> str:
     return f"{g.mean():.{digits}f} ± {g.std():.{digits}f}" if len(g) > 1 else f"{g.mean():.{digits}f}"
 
 
-def markdown(df: pd.DataFrame, n: int, seeds: list[int], seconds: float) -> str:
+def markdown(df: pd.DataFrame, n: int, seeds: list[int], wall: str) -> str:
     lines = ["# The GAN-part presets' own laws", "",
              f"`python benchmarks/own_law.py` at N = {n:,}; mean ± sd over seeds {', '.join(map(str, seeds))} where "
              f"several, else seed {seeds[0]}. Mode masses ×25 (the target's: 1); `mode sd`: the particles' sd "
@@ -164,7 +166,7 @@ def markdown(df: pd.DataFrame, n: int, seeds: list[int], seconds: float) -> str:
             lines.append(f"| {target} | {nfe} | {r[default]:.4f} | {r[off]:.4f} | "
                          f"{'yes' if r[default] == r[off] else '**no**'} |")
         lines.append("")
-    lines.append(f"Total wall time {seconds:.0f} s.")
+    lines.append(wall)
     return "\n".join(lines) + "\n"
 
 
@@ -199,30 +201,24 @@ def plot(df: pd.DataFrame, path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--n", type=int, default=100_000)
-    ap.add_argument("--seeds", default="2,3,4")
+    ap.add_argument("--n", type=particle_count, default=100_000)
+    ap.add_argument("--seeds", type=whole_numbers(), default="2,3,4")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--from-csv", action="store_true", help="write the report from OUT/own_law.csv; run nothing")
     args = ap.parse_args()
     from dfc.io import atomic_write_text
 
     if args.from_csv:
-        if not (args.out / "own_law.csv").is_file():
-            raise SystemExit(f"--from-csv: {args.out / 'own_law.csv'} does not exist; run "
-                             f"`python benchmarks/own_law.py` first (it writes that file).")
-        df = pd.read_csv(args.out / "own_law.csv")
+        df, wall = previous_run(args.out, "own_law")
         first = int(df[df["part"] == "steps"]["seed"].iloc[0])  # the one-seed parts ran on the first seed given
         seeds, n = [first] + sorted(set(df["seed"].unique()) - {first}), int(df["n"].iloc[0])
-        previous = (args.out / "own_law.md").read_text() if (args.out / "own_law.md").exists() else ""
-        seconds = next((float(line.split()[3]) for line in previous.splitlines() if line.startswith("Total wall")),
-                       float("nan"))
     else:
-        seeds, n = [int(v) for v in args.seeds.split(",")], args.n
+        seeds, n = args.seeds, args.n
         start = time.perf_counter()
         df = run_all(n, seeds, args.jobs)
         atomic_write_text(args.out / "own_law.csv", df.to_csv(index=False))
-        seconds = time.perf_counter() - start
-    text = markdown(df, n, seeds, seconds)
+        wall = f"{WALL_LINE} {time.perf_counter() - start:.0f} s, --jobs {args.jobs}."
+    text = markdown(df, n, seeds, wall)
     atomic_write_text(args.out / "own_law.md", text)
     if "masses" in df:  # a CSV from before the masses were kept has no maps to draw
         plot(df, args.out / "own_law.png")

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from reporting import WALL_LINE, previous_run, whole_numbers
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SPECS = ("diffflow_gan", "diffusion_gan", "analytic_continuation", "ve_ode")  # ve_ode: the control
@@ -200,8 +201,8 @@ def markdown(summ: pd.DataFrame, sizes, seeds, own: pd.DataFrame | None = None) 
         n = int(own["n"].iloc[0])
         lines += [f"## The presets' own laws (N = {n:,}, {LIMIT_NFE} NFE)", "",
                   f"Each preset run with {LIMIT_NFE} NFE at N = {n:,} (seeds {', '.join(map(str, seeds))}): the law "
-                  f"its 8- and 16-NFE runs approximate, with the discretisation error gone (`own_law.md` compares 128 with 256 "
-                  f"NFE). `bound @ k`: the sliced W2 the ratio criterion allows the k-NFE run "
+                  f"its 8- and 16-NFE runs approximate, with the discretisation error gone (`own_law.md` compares {LIMIT_NFE} "
+                  f"with {2 * LIMIT_NFE} NFE). `bound @ k`: the sliced W2 the ratio criterion allows the k-NFE run "
                   f"at this N, (N = {min(sizes):,} ratio + 0.2) × floor. `end law`: W2 between the preset's "
                   f"mean-field law at T and Q_T on q = N(0, 1), exact s_p, no discretisation (MATH §6, end law).", "",
                   f"| spec | target | own law ({LIMIT_NFE} NFE) | floor | bound @ 8 | bound @ 16 | own law within "
@@ -216,7 +217,7 @@ def markdown(summ: pd.DataFrame, sizes, seeds, own: pd.DataFrame | None = None) 
         beyond = int(sum((gan["own"] > gan[f"bound_{k}"]).sum() for k in NFES))
         lines += ["", f"In {beyond} of {2 * len(gan)} (GAN-part preset, target, NFE) cells the preset's own law is "
                   f"farther from the target than the ratio criterion allows at N = {n:,}: there the criterion can "
-                  f"be met only by a coarse run that departs from its own preset. ", ""]
+                  f"be met only by a coarse run that departs from its own preset.", ""]
     return "\n".join(lines)
 
 
@@ -242,11 +243,10 @@ def plot(summ: pd.DataFrame, path: Path, own: pd.DataFrame | None = None) -> Non
                 for ax, y, err in ((top, "sliced_w2", "sw2_sd"), (bottom, "ratio", "ratio_sd")):
                     ax.errorbar(g["n"], g[y].clip(upper=50), yerr=g[err].fillna(0), fmt=style, marker="o",
                                 color=colours(i), label=label, capsize=2)
-            mine = own[(own["spec"] == spec) & (own["target"] == target)] if own is not None and not own.empty \
-                and "cfl" not in fields else []
-            for r in getattr(mine, "itertuples", lambda: [])():
-                top.plot([r.n], [r.own], marker="*", ms=12, ls="none", color=colours(i),
-                         label=f"{spec} own law ({LIMIT_NFE} NFE)")
+            if own is not None and not own.empty and "cfl" not in fields:  # its own law, a star at that N
+                for r in own[(own["spec"] == spec) & (own["target"] == target)].itertuples():
+                    top.plot([r.n], [r.own], marker="*", ms=12, ls="none", color=colours(i),
+                             label=f"{spec} own law ({LIMIT_NFE} NFE)")
         floor = summ[summ["target"] == target].groupby("n")["floor"].first()
         top.plot(floor.index, floor.values, color="black", lw=2, label="floor")
         bottom.axhline(1.0, color="black", lw=0.8, ls=":")
@@ -266,33 +266,26 @@ def plot(summ: pd.DataFrame, path: Path, own: pd.DataFrame | None = None) -> Non
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--seeds", default="2,3,4")
-    ap.add_argument("--sizes", default="2000,20000,100000")
+    ap.add_argument("--seeds", type=whole_numbers(), default="2,3,4")
+    ap.add_argument("--sizes", type=whole_numbers(2), default="2000,20000,100000")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--from-csv", action="store_true", help="write the report from OUT/particles.csv; run nothing")
     args = ap.parse_args()
     from dfc.io import atomic_write_text
 
     if args.from_csv:
-        if not (args.out / "particles.csv").is_file():
-            raise SystemExit(f"--from-csv: {args.out / 'particles.csv'} does not exist; run "
-                             f"`python benchmarks/particles.py` first (it writes that file).")
-        df = pd.read_csv(args.out / "particles.csv")
-        sizes, seeds = sorted(df["n"].unique()), sorted(df["seed"].unique())
-        previous = (args.out / "particles.md").read_text() if (args.out / "particles.md").exists() else ""
-        tail = [line for line in previous.splitlines() if line.startswith("Total wall time")]
-        footer = "\n" + (tail[0] if tail else "Total wall time: not recorded.") + "\n"
+        df, wall = previous_run(args.out, "particles")
+        seeds = sorted(df["seed"].unique())
     else:
-        sizes = [int(v) for v in args.sizes.split(",")]
-        seeds = [int(v) for v in args.seeds.split(",")]
+        seeds = args.seeds
         start = time.perf_counter()
-        df = run_all(sizes, seeds, args.jobs)
+        df = run_all(args.sizes, seeds, args.jobs)
         atomic_write_text(args.out / "particles.csv", df.to_csv(index=False))
-        footer = f"\nTotal wall time {time.perf_counter() - start:.0f} s, --jobs {args.jobs}.\n"
+        wall = f"{WALL_LINE} {time.perf_counter() - start:.0f} s, --jobs {args.jobs}."
     summ = summarise(df)
     sizes = sorted(summ["n"].unique())  # the limit cells' N is one of them
     own = own_laws(df, summ)
-    text = markdown(summ, sizes, seeds, own) + footer
+    text = markdown(summ, sizes, seeds, own) + f"\n{wall}\n"
     atomic_write_text(args.out / "particles.md", text)
     plot(summ, args.out / "particles.png", own)
     print(text)

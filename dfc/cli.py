@@ -273,14 +273,14 @@ def nll(
         if points is not None and points < 2:
             raise ConfigError(f"--points {points}: score at least 2 points.")
         from dfc.io import check_set_folder
-        from dfc.likelihood_report import NLL_FILES
+        from dfc.likelihood_report import DEFAULT_POINTS, NLL_FILES
 
         folder = out if out is not None else Path("runs") / f"{compiled.name}-nll"
         check_set_folder(folder, NLL_FILES, "dfc nll")  # before the work, whose result could not be kept
         from dfc.likelihood import BATCH
         from dfc.threads import use_threads
 
-        use_threads(min(points or 1000, BATCH) * 64, threads)  # batches of points through the flow's autograd graph
+        use_threads(min(points or DEFAULT_POINTS, BATCH) * 64, threads)  # batches of points through the flow's autograd graph
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),

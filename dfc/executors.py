@@ -214,7 +214,7 @@ def run_remote(cell, version: str) -> dict:
             raise WorkerMismatch(f"the worker on {here} has {source or 'no ' + cell.source.split()[0]} for peer "
                                  f"{cell.name!r}, the client {cell.source}: install the same peer libraries on every "
                                  f"worker")
-        if source != cell.source:
+        if source != cell.source:  # a spec or nll cell
             raise WorkerMismatch(f"the worker on {here} reads spec {cell.name!r} as {source}, the client as "
                                  f"{cell.source}: give workers the same spec files (presets need nothing)")
     return bench.run_cell(cell)

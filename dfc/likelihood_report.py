@@ -38,10 +38,13 @@ def load_points(path: Path, dim: int, dtype, device) -> torch.Tensor:
     return pts
 
 
+DEFAULT_POINTS = 1000  # target draws `dfc nll` scores without --data and --points
+
+
 def likelihood_run(spec: CompiledSpec, *, data: Path | None, n_points: int | None, rtol: float, atol: float,
                    divergence: str, probes: int, elbo: bool, elbo_steps: int, elbo_scale: float,
                    seed: int, prefer_estimate: bool = False, progress=None) -> LikelihoodRun:
-    """Score the points: `n_points` target draws (default 1000), or the first `n_points` of `data` (default
+    """Score the points: `n_points` target draws (default DEFAULT_POINTS), or the first `n_points` of `data` (default
     all); `progress(task, fraction)` is told of "nll" and "elbo" as they advance."""
     from dfc.sample import generator_for, make_fields, make_run_target
 
@@ -54,7 +57,7 @@ def likelihood_run(spec: CompiledSpec, *, data: Path | None, n_points: int | Non
                             f"Use --points {len(points)} or fewer, or leave it out to score them all.")
         points = points[:n_points]  # None: all of them
     else:
-        points = target.sample(n_points or 1000, generator_for(spec.run.device, seed + 17))
+        points = target.sample(n_points or DEFAULT_POINTS, generator_for(spec.run.device, seed + 17))
     source = sp_source(spec, target, seed=seed, prefer_estimate=prefer_estimate)
     report = (lambda task: (lambda f: progress(task, f))) if progress is not None else (lambda task: None)
     exact = ode_loglik(spec, target, points, rtol=rtol, atol=atol, method=divergence, probes=probes, seed=seed,

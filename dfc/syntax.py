@@ -334,7 +334,11 @@ def _syntax_error(exc: LarkError, src: str, file: str, line_offset=0, col_offset
     return SpecSyntaxError(f"syntax error: {exc}.", Span(file, 1, 1))
 
 
-KEYWORDS = ("spec", "extends", "param", "prior", "run", "end")
+@lru_cache(maxsize=1)
+def keywords() -> tuple[str, ...]:
+    """The grammar's keywords (`spec`, `extends`, `param`, `prior`, `run`, `end`): its literal words."""
+    return tuple(sorted(t.pattern.value for t in _parser().terminals
+                        if t.pattern.type == "str" and t.pattern.value.isalpha()))
 
 
 def _misspelt_keyword(src: str, line: int, col: int) -> tuple[int, str, str] | None:
@@ -347,12 +351,12 @@ def _misspelt_keyword(src: str, line: int, col: int) -> tuple[int, str, str] | N
     if not 1 <= line <= len(lines):
         return None
     words = list(re.finditer(r"\S+", lines[line - 1]))
-    if not words or words[0].group() in KEYWORDS or not re.fullmatch(r"[A-Za-z_]\w*", words[0].group()):
+    if not words or words[0].group() in keywords() or not re.fullmatch(r"[A-Za-z_]\w*", words[0].group()):
         return None
     if len(words) == 1 and line == len(lines) and col == len(lines[-1]) + 1:
         known = ("end",)
     elif len(words) >= 2 and words[1].start() + 1 == col and words[1].group()[0] not in "=(":
-        known = KEYWORDS  # (`t_end = 1`, `send(t) = t` are statements of their own: the error is elsewhere)
+        known = keywords()  # (`t_end = 1`, `send(t) = t` are statements of their own: the error is elsewhere)
     else:
         return None
     close = difflib.get_close_matches(words[0].group(), known, n=1, cutoff=0.6)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from dfc.cli import app
@@ -156,10 +157,22 @@ def test_set_changes_value_and_can_make_ill_posed(tmp_path):
     ({"fields": "exact + magic"}, "`fields` must be one of"),
     ({"time": "[1, 0]"}, "t0 < t1"),
     ({"device": "cuda:7"}, "not available"),
+    ({"fields": "exact + kde(h = -1)"}, "kde option `h` must be > 0, got -1"),
+    ({"fields": "exact + kde(m = 1)"}, "kde option `m` must be >= 2, got 1"),
+    ({"fields": "exact + kde(cfl = -0.5)"}, "kde option `cfl` must be >= 0, got -0.5"),
+    ({"fields": "exact + kde(h = 0)"}, "kde option `h` must be > 0"),
 ])
 def test_bad_run_options(tmp_path, run, words):
     err = error_of(write(tmp_path, GOOD), None, run)
     assert isinstance(err, ConfigError) and words in err.message, err.render()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: cuda is a device here")
+def test_cuda_without_a_gpu_says_why_in_one_line(tmp_path):
+    """torch's own message on a CPU-only build is paragraphs of linker advice; dfc says why in a few words."""
+    why = "this torch has no CUDA, or the machine no GPU" if torch.version.cuda is None else "no GPU found"
+    err = error_of(write(tmp_path, GOOD), None, {"device": "cuda"})
+    assert isinstance(err, ConfigError) and f"device 'cuda' is not available here to hold samples ({why})." in err.message
 
 
 def test_cli_error_is_one_paragraph_exit_2(tmp_path):
